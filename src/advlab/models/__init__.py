@@ -1,0 +1,5 @@
+"""LightningModules of advlab."""
+
+from advlab.models.robust_classifier import RobustClassifier
+
+__all__ = ["RobustClassifier"]

@@ -1,0 +1,215 @@
+"""RobustClassifier: a LightningModule that trains a classifier clean or adversarially."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import hydra
+import torch
+from lightning.pytorch import LightningModule
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from advlab.attacks import EpsilonSchedule, build_attack
+from advlab.attacks.build import validate_attack_config
+from advlab.errors import ConfigError
+from advlab.models.objectives import OBJECTIVES
+
+ConfigLike = Mapping[str, Any] | DictConfig | None
+
+
+def _plain(cfg: ConfigLike) -> dict[str, Any] | None:
+    """Resolved plain dict: what goes into the checkpoint, so reloading needs no Hydra state."""
+    if cfg is None:
+        return None
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+class RobustClassifier(LightningModule):
+    """A classifier trained with `method` against the attack `train_attack`.
+
+    `forward(x)` takes images in [0, 1] and returns logits; the network normalizes inside, so
+    every epsilon is in pixel units. Sub-configs are stored as plain dicts in the checkpoint,
+    so `RobustClassifier.load_from_checkpoint(path)` rebuilds the model with no other argument.
+
+    Args:
+        net: config (`_target_` + arguments) of a classifier from `advlab.nets`.
+        method: `clean`, `pgd` (Madry et al.), `fgsm_rs` (Wong et al., "fast") or `trades`.
+        train_attack: attack config used to craft training examples (ignored by `clean`).
+        val_attack: attack for `val/robust_acc` (on the first `val_robust_batches` batches).
+        test_attack: attack for `test/robust_acc` (on the whole test split).
+        optimizer: `_partial_` optimizer config, called with the parameters.
+        scheduler: optional `_partial_` LR scheduler config; `total_steps` is filled in for
+            schedulers that take it (OneCycleLR).
+        scheduler_interval: `step` or `epoch`.
+        trades_beta: weight of the TRADES robustness term.
+        eps_warmup_epochs: epochs over which the training budget grows linearly from 0.
+        val_robust_batches: validation batches attacked per epoch (-1: all of them).
+    """
+
+    def __init__(
+        self,
+        net: ConfigLike,
+        method: str = "pgd",
+        train_attack: ConfigLike = None,
+        val_attack: ConfigLike = None,
+        test_attack: ConfigLike = None,
+        optimizer: ConfigLike = None,
+        scheduler: ConfigLike = None,
+        scheduler_interval: str = "step",
+        trades_beta: float = 6.0,
+        eps_warmup_epochs: float = 0.0,
+        val_robust_batches: int = -1,
+    ) -> None:
+        super().__init__()
+        if method not in OBJECTIVES:
+            raise ConfigError(f"model.method={method!r} is not one of {', '.join(OBJECTIVES)}")
+        if method != "clean" and train_attack is None:
+            raise ConfigError(f"model.method={method} needs model.train_attack (an attack/ config)")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ConfigError(f"model.scheduler_interval={scheduler_interval!r} is not step or epoch")
+        if optimizer is None:
+            raise ConfigError("model.optimizer is required (a _partial_ torch.optim config)")
+        for name, cfg in (("train_attack", train_attack), ("val_attack", val_attack), ("test_attack", test_attack)):
+            if cfg is not None:
+                validate_attack_config(cfg, where=f"model.{name}")
+        self.save_hyperparameters(
+            {
+                "net": _plain(net),
+                "method": method,
+                "train_attack": _plain(train_attack) if method != "clean" else None,
+                "val_attack": _plain(val_attack),
+                "test_attack": _plain(test_attack),
+                "optimizer": _plain(optimizer),
+                "scheduler": _plain(scheduler),
+                "scheduler_interval": scheduler_interval,
+                "trades_beta": trades_beta,
+                "eps_warmup_epochs": eps_warmup_epochs,
+                "val_robust_batches": val_robust_batches,
+            }
+        )
+        self.net: nn.Module = hydra.utils.instantiate(self.hparams.net)
+        self.objective = OBJECTIVES[method]
+        self._attacks: dict[str, Any] = {}
+        self._warmup: EpsilonSchedule | None = None
+
+        self.train_loss = MeanMetric()
+        num_classes = getattr(self.net, "num_classes", None) or self._infer_num_classes()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss = MeanMetric()
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_robust_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_robust_acc_best = MaxMetric()
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_robust_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def _infer_num_classes(self) -> int:
+        last_linear = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+        if not last_linear:
+            raise ConfigError("cannot tell the number of classes of model.net (no nn.Linear layer)")
+        return last_linear[-1].out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for images in [0, 1]."""
+        return self.net(x)
+
+    # ---- attacks ------------------------------------------------------------------------------
+    def attack(self, stage: str) -> Any | None:
+        """The attack of `stage` (train/val/test), built once per device it is used on.
+
+        torchattacks reads the model's device when it is constructed, so the attack is built
+        lazily, after Lightning has moved the model.
+        """
+        cfg = self.hparams.get(f"{stage}_attack")
+        if cfg is None:
+            return None
+        key = f"{stage}@{self.device}"
+        if key not in self._attacks:
+            self._attacks[key] = build_attack(cfg, self.net, where=f"model.{stage}_attack")
+            if stage == "train":
+                self._warmup = EpsilonSchedule(self._attacks[key], self.hparams.eps_warmup_epochs)
+        return self._attacks[key]
+
+    @staticmethod
+    def _require_grad_mode() -> None:
+        if torch.is_inference_mode_enabled():
+            raise ConfigError("attacks need gradients: set trainer.inference_mode=false")
+
+    # ---- training -----------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # Drop what the sanity-check validation accumulated.
+        self.val_loss.reset()
+        self.val_acc.reset()
+        self.val_robust_acc.reset()
+        self.val_robust_acc_best.reset()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        attack = self.attack("train")
+        if self._warmup is not None and self.hparams.eps_warmup_epochs > 0:
+            progress = self.current_epoch + batch_idx / max(self.trainer.num_training_batches, 1)
+            self.log("train/eps_factor", self._warmup.update(progress), on_step=True, on_epoch=False)
+        loss, logits = self.objective(self.net, attack, x, y, beta=self.hparams.trades_beta)
+        self.train_loss(loss.detach())
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def _robust_logits(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._require_grad_mode()
+        with torch.enable_grad():
+            x_adv = self.attack(stage)(x, y)
+        return self(x_adv)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_loss(torch.nn.functional.cross_entropy(logits, y))
+        self.val_acc(logits, y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        limit = self.hparams.val_robust_batches
+        if self.hparams.val_attack is not None and (limit < 0 or batch_idx < limit):
+            self.val_robust_acc(self._robust_logits("val", x, y), y)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.val_attack is None or self.val_robust_acc.update_count == 0:
+            return
+        robust_acc = self.val_robust_acc.compute()
+        self.val_robust_acc_best(robust_acc)
+        self.log("val/robust_acc", robust_acc, prog_bar=True, sync_dist=True)
+        self.log("val/robust_acc_best", self.val_robust_acc_best.compute(), prog_bar=True, sync_dist=True)
+        self.val_robust_acc.reset()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc(self(x), y)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        if self.hparams.test_attack is not None:
+            self.test_robust_acc(self._robust_logits("test", x, y), y)
+            self.log("test/robust_acc", self.test_robust_acc, on_step=False, on_epoch=True)
+
+    # ---- optimization -------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        make_scheduler = hydra.utils.instantiate(self.hparams.scheduler)
+        extra = {}
+        func = getattr(make_scheduler, "func", make_scheduler)
+        keywords = getattr(make_scheduler, "keywords", {})
+        if "total_steps" in inspect.signature(func).parameters and "total_steps" not in keywords:
+            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = make_scheduler(optimizer=optimizer, **extra)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }

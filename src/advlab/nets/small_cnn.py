@@ -1,0 +1,64 @@
+"""A small CNN for 28x28 digits, fast enough to adversarially train on a laptop CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from advlab.nets.normalize import Normalize
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks (each: conv-ReLU-conv-ReLU-maxpool) and a two-layer MLP head.
+
+    The shape of the TRADES paper's MNIST network; widths are arguments so recipes can trade
+    accuracy for speed.
+
+    Args:
+        in_channels: image channels (1 for MNIST).
+        num_classes: number of logits.
+        image_size: input height = width; the head is sized from it.
+        channels: widths of the two conv blocks.
+        hidden: width of the hidden fully connected layer.
+        mean, std: per-channel statistics used by the built-in `Normalize`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 28,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 200,
+        mean: Sequence[float] = (0.1307,),
+        std: Sequence[float] = (0.3081,),
+    ) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.in_channels = in_channels
+        self.image_size = image_size
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c1, 3), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c2, 3), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )  # fmt: skip
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c2 * side * side, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.normalize(x)))
+
+    def features_penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations before the last linear layer (a feature space for FID-like metrics)."""
+        return self.head[:-1](self.features(self.normalize(x)))

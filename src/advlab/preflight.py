@@ -1,0 +1,41 @@
+"""Checks that run before training, so a bad combination fails in a second with one line."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+
+from advlab.errors import ConfigError
+
+
+def check_model_fits_data(model: LightningModule, datamodule: LightningDataModule) -> None:
+    """Run a 2-image batch shaped like the data through the model; explain a mismatch."""
+    dims = getattr(datamodule, "dims", None)
+    if dims is None:
+        return
+    num_classes = getattr(datamodule, "num_classes", None)
+    net_name = type(getattr(model, "net", model)).__name__
+    probe = torch.rand(2, *dims, device=model.device)
+    try:
+        with torch.no_grad():
+            logits = model(probe)
+    except (RuntimeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0][:160]
+        raise ConfigError(
+            f"model.net ({net_name}) does not fit {datamodule.name} images of shape "
+            f"{tuple(dims)} (channels, height, width): {reason}. Pick a net for this data "
+            f"(MNIST: model/net=small_cnn, CIFAR-10: model/net=preact_resnet18)"
+        ) from err
+    if num_classes is not None and (logits.ndim != 2 or logits.shape[1] != num_classes):
+        raise ConfigError(
+            f"model.net ({net_name}) returns logits of shape {tuple(logits.shape)} but "
+            f"{datamodule.name} has {num_classes} classes"
+        )
+
+
+def check_batch_divides(datamodule: LightningDataModule, trainer: Trainer) -> None:
+    """The global batch size must split evenly over all processes."""
+    per_device = getattr(datamodule, "per_device_batch_size", None)
+    batch_size = getattr(getattr(datamodule, "hparams", {}), "get", lambda *_: None)("batch_size")
+    if per_device is not None and batch_size is not None:
+        per_device(trainer.world_size, batch_size)

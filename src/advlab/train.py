@@ -1,0 +1,107 @@
+"""Build data, model, callbacks, loggers and Trainer from the config, then fit and test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from advlab.errors import AdvlabError, ConfigError
+from advlab.preflight import check_batch_divides, check_model_fits_data
+from advlab.utils import get_logger, instantiate_callbacks, instantiate_loggers
+from advlab.utils.config_tree import print_config_tree
+
+log = get_logger(__name__)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """`last` means `<run dir>/checkpoints/last.ckpt`; any other value is a path that must exist."""
+    if ckpt_path is None:
+        return None
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (pass hydra.run.dir=<the run's dir> to resume it)" if ckpt_path == "last" else ""
+        raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def _log_hyperparameters(cfg: DictConfig, model: LightningModule, loggers: list[Logger]) -> None:
+    """Send the whole resolved config plus parameter counts to every logger."""
+    if not loggers:
+        return
+    params = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(params, dict)
+    params["model/params_total"] = sum(p.numel() for p in model.parameters())
+    params["model/params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for logger in loggers:
+        logger.log_hyperparams(params)
+
+
+def close_loggers() -> None:
+    """Finish the W&B run so that multiruns do not append to each other."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and optionally test) the configured model; returns the final metrics as floats."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+
+    log.info(f"Data <{cfg.data._target_}>")
+    datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
+    log.info(f"Model <{cfg.model._target_}>")
+    model: LightningModule = hydra.utils.instantiate(cfg.model)
+    check_model_fits_data(model, datamodule)
+
+    callbacks: list[Callback] = instantiate_callbacks(cfg.get("callbacks"))
+    loggers: list[Logger] = instantiate_loggers(cfg.get("logger"))
+    trainer: Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_batch_divides(datamodule, trainer)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    _log_hyperparameters(cfg, model, loggers)
+
+    if cfg.get("train", True):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("test", False):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        test_ckpt = best or None
+        if not cfg.get("train", True):
+            test_ckpt = ckpt_path
+        log.info(f"Testing checkpoint: {test_ckpt or 'current weights'}")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return metrics
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Entry used by `train.py`: print the config, train, always close loggers.
+
+    User errors (AdvlabError) become one line on stderr and exit status 2.
+    """
+    try:
+        if cfg.get("extras", {}).get("print_config", False):
+            print_config_tree(cfg)
+        metrics = train(cfg)
+    except AdvlabError as err:
+        print(f"advlab: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        close_loggers()
+    objective = cfg.get("optimized_metric")
+    if objective and objective in metrics:
+        return metrics[objective]
+    return None

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny datasets in real formats, composed configs pointed at tmp dirs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from torchvision.datasets import cifar as cifar_module
+
+from tests.datafiles import write_cifar10, write_mnist
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+REAL_MNIST = REPO_ROOT.parent / "shared" / "datasets"
+ATTACK_KEYS = ("train_attack", "val_attack", "test_attack")
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar10(tmp_path_factory.mktemp("cifar"))
+
+
+@pytest.fixture(autouse=True)
+def _cifar_md5_is_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny CIFAR files cannot match the real md5 sums; torchvision still parses them."""
+    monkeypatch.setattr(cifar_module, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+
+
+def shrink_for_cpu(cfg: DictConfig, data_dir: Path, output_dir: Path) -> DictConfig:
+    """Tiny batches, 2-step attacks, CPU, outputs in output_dir: configs run in seconds."""
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        cfg.data.data_dir = str(data_dir)
+        cfg.data.batch_size = 8
+        cfg.data.eval_batch_size = 8
+        cfg.data.val_size = 16
+        cfg.data.download = False
+        cfg.trainer.accelerator = "cpu"
+        cfg.trainer.devices = 1
+        cfg.extras.print_config = False
+        for key in ATTACK_KEYS:
+            attack = cfg.model.get(key)
+            if attack is not None and "steps" in attack:
+                attack.steps = min(attack.steps, 2)
+            if attack is not None and "n_queries" in attack:
+                attack.n_queries = 20
+    return cfg
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, mnist_dir: Path, cifar_dir: Path) -> Iterator[Callable[..., DictConfig]]:
+    """compose_train("experiment=mnist_pgd_at", ...) -> a config ready for advlab.train.train."""
+
+    def _compose(*overrides: str, shrink: bool = True) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize(version_base="1.3", config_path="../configs"):
+            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        data_dir = cifar_dir if "CIFAR10" in cfg.data._target_ else mnist_dir
+        if shrink:
+            shrink_for_cpu(cfg, data_dir, tmp_path)
+        with open_dict(cfg):
+            del cfg.hydra
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def config_options(group: str) -> list[str]:
+    """Names of the options of a config group folder (e.g. attack -> [apgd, cw, ...])."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))

@@ -1,0 +1,117 @@
+"""Every option of every config group composes and instantiates."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import open_dict
+
+from advlab.attacks import build_attack
+from advlab.data import VisionDataModule
+from advlab.models import RobustClassifier
+from advlab.utils import instantiate_callbacks, instantiate_loggers
+from tests.conftest import config_options
+
+
+def test_config_groups_have_the_documented_options() -> None:
+    assert config_options("data") == ["cifar10", "mnist"]
+    assert {"default", "cpu", "gpu", "ddp", "ddp_sim"} <= set(config_options("trainer"))
+    assert {"wandb", "csv", "tensorboard", "many", "none"} <= set(config_options("logger"))
+    attacks = set(config_options("attack"))
+    assert {"fgsm", "ffgsm", "pgd", "pgdl2", "tpgd", "cw", "apgd", "square"} <= attacks
+    assert any("autoattack" in name for name in attacks)
+    assert set(config_options("experiment")) >= {
+        "mnist_clean", "mnist_pgd_at", "mnist_fast_at", "mnist_trades",
+        "cifar10_pgd_at", "cifar10_fast_at", "cifar10_trades",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("option", config_options("data"))
+def test_data_options_instantiate(compose_train, option: str) -> None:
+    cfg = compose_train(f"data={option}")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert isinstance(datamodule, VisionDataModule)
+    assert datamodule.hparams.batch_size == 8
+
+
+@pytest.mark.parametrize("net", config_options("model/net"))
+def test_net_options_build_a_model_with_logits(compose_train, net: str) -> None:
+    data = "cifar10" if net == "preact_resnet18" else "mnist"
+    cfg = compose_train(f"data={data}", f"model/net={net}")
+    model = hydra.utils.instantiate(cfg.model)
+    assert isinstance(model, RobustClassifier)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    logits = model(torch.rand(2, *datamodule.dims))
+    assert logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize("option", config_options("attack"))
+def test_attack_options_build_callable_attacks(compose_train, option: str) -> None:
+    cfg = compose_train(f"attack@model.val_attack={option}")
+    net = hydra.utils.instantiate(cfg.model.net)
+    attack = build_attack(cfg.model.val_attack, net)
+    assert callable(attack)
+    assert type(attack).__name__ == cfg.model.val_attack._target_.rsplit(".", 1)[1]
+
+
+@pytest.mark.parametrize("option", config_options("trainer"))
+def test_trainer_options_instantiate(compose_train, option: str) -> None:
+    cfg = compose_train(f"trainer={option}")
+    with open_dict(cfg):  # no GPU in tests: keep the option's other settings, run on CPU
+        cfg.trainer.accelerator = "cpu"
+        cfg.trainer.devices = 2 if option in ("ddp", "ddp_sim") else 1
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert isinstance(trainer, Trainer)
+    assert trainer.world_size == (2 if option in ("ddp", "ddp_sim") else 1)
+
+
+@pytest.mark.parametrize("option", config_options("logger"))
+def test_logger_options_instantiate(compose_train, option: str) -> None:
+    if option == "tensorboard":
+        pytest.importorskip("tensorboard")
+    cfg = compose_train(f"logger={option}")
+    loggers = instantiate_loggers(cfg.get("logger"))
+    expected = {"none": 0, "many": 2}.get(option, 1)
+    assert len(loggers) == expected
+
+
+@pytest.mark.parametrize("option", config_options("callbacks"))
+def test_callback_options_instantiate(compose_train, option: str) -> None:
+    cfg = compose_train(f"callbacks={option}")
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    names = {type(c).__name__ for c in callbacks}
+    if option == "none":
+        assert names == set()
+    else:
+        assert "ModelCheckpoint" in names
+        checkpoint = next(c for c in callbacks if type(c).__name__ == "ModelCheckpoint")
+        assert checkpoint.save_last is True
+        assert checkpoint.dirpath.endswith("checkpoints")
+
+
+@pytest.mark.parametrize("option", config_options("debug"))
+def test_debug_options_compose(compose_train, option: str) -> None:
+    cfg = compose_train(f"debug={option}")
+    assert cfg.task_name == "debug"
+    assert cfg.trainer.accelerator == "cpu"
+
+
+@pytest.mark.parametrize("option", config_options("experiment"))
+def test_experiment_options_instantiate(compose_train, option: str) -> None:
+    cfg = compose_train(f"experiment={option}")
+    model = hydra.utils.instantiate(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert model(torch.rand(2, *datamodule.dims)).shape == (2, 10)
+    expected_method = {"clean": "clean", "pgd_at": "pgd", "fast_at": "fgsm_rs", "trades": "trades"}
+    assert model.hparams.method == expected_method[option.split("_", 1)[1]]
+
+
+def test_paths_and_hydra_run_dir_compose(compose_train) -> None:
+    from hydra import compose, initialize
+
+    with initialize(version_base="1.3", config_path="../configs"):
+        cfg = compose("train", return_hydra_config=True)
+    assert cfg.hydra.run.dir.startswith("${paths.log_dir}/${task_name}/runs/")
+    assert cfg.paths.output_dir == "${hydra:runtime.output_dir}"

@@ -1,0 +1,141 @@
+"""DataModules read the real file formats through torchvision and hand out [0, 1] batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from advlab.data import CIFAR10DataModule, MNISTDataModule
+from advlab.data.augment import random_crop, random_horizontal_flip
+from advlab.errors import ConfigError, DatasetFilesMissingError
+from tests.conftest import REAL_MNIST
+
+
+class _FakeTrainer:
+    """Just what setup() and on_after_batch_transfer() read from a Trainer."""
+
+    def __init__(self, world_size: int = 1, training: bool = True) -> None:
+        self.world_size = world_size
+        self.training = training
+
+
+def _setup(datamodule, world_size: int = 1, training: bool = True):
+    datamodule.trainer = _FakeTrainer(world_size, training)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_mnist_reads_idx_files_and_splits(mnist_dir: Path) -> None:
+    dm = _setup(MNISTDataModule(str(mnist_dir), batch_size=8, val_size=16, download=False))
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (80, 16, 48)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (8, 1, 28, 28)
+    images, labels = dm.on_after_batch_transfer((images, labels), 0)
+    assert images.dtype == torch.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert labels.dtype == torch.int64 and labels.max() < 10
+
+
+def test_cifar10_reads_pickle_batches(cifar_dir: Path) -> None:
+    dm = _setup(CIFAR10DataModule(str(cifar_dir), batch_size=10, val_size=20, download=False))
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (80, 20, 40)
+    images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert images.shape == (10, 3, 32, 32)
+    assert 0.0 <= images.min() and images.max() <= 1.0
+
+
+def test_split_is_fixed_by_split_seed(mnist_dir: Path) -> None:
+    def val_indices(seed: int) -> list[int]:
+        dm = _setup(MNISTDataModule(str(mnist_dir), val_size=16, split_seed=seed, download=False))
+        return list(dm.data_val.indices)
+
+    assert val_indices(1) == val_indices(1)
+    assert val_indices(1) != val_indices(2)
+
+
+def test_global_batch_is_divided_across_processes(mnist_dir: Path) -> None:
+    dm = _setup(MNISTDataModule(str(mnist_dir), batch_size=8, eval_batch_size=16, val_size=16, download=False), 2)
+    assert dm.batch_size_per_device == 4
+    assert dm.eval_batch_size_per_device == 8
+    assert next(iter(dm.train_dataloader()))[0].shape[0] == 4
+
+
+def test_batch_that_does_not_divide_is_refused(mnist_dir: Path) -> None:
+    dm = MNISTDataModule(str(mnist_dir), batch_size=10, val_size=16, download=False)
+    with pytest.raises(ConfigError, match=r"data.batch_size=10 does not divide across 3 processes"):
+        _setup(dm, world_size=3)
+
+
+def test_missing_files_are_named_with_the_fix(tmp_path: Path) -> None:
+    dm = MNISTDataModule(str(tmp_path), download=False)
+    with pytest.raises(DatasetFilesMissingError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert f"MNIST/raw/{name}" in message
+    assert "data.data_dir" in message and "internet" in message
+    assert "\n" not in message
+
+
+def test_failed_download_is_reported_with_missing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("torchvision.datasets.utils.urllib.request.urlopen", no_network)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    dm = CIFAR10DataModule(str(tmp_path), download=True)
+    with pytest.raises(DatasetFilesMissingError, match=r"6 file\(s\) missing.*the download failed") as info:
+        dm.prepare_data()
+    assert "cifar-10-batches-py/test_batch" in str(info.value)
+    assert "cifar-10-batches-py/data_batch_1," not in str(info.value)
+
+
+def test_training_batches_are_augmented_and_eval_batches_are_not(cifar_dir: Path) -> None:
+    dm = CIFAR10DataModule(str(cifar_dir), batch_size=10, val_size=20, download=False, crop_padding=4, flip=True)
+    _setup(dm)
+    batch = next(iter(dm.val_dataloader()))
+    torch.manual_seed(0)
+    train_images, _ = dm.on_after_batch_transfer(batch, 0)
+    dm.trainer.training = False
+    eval_images, _ = dm.on_after_batch_transfer(batch, 0)
+    assert torch.equal(eval_images, batch[0].float() / 255)
+    assert not torch.equal(train_images, eval_images)
+
+
+def test_random_crop_matches_padding_and_keeps_shape() -> None:
+    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
+    generator = torch.Generator().manual_seed(0)
+    crops = [random_crop(images, padding=1, generator=generator) for _ in range(50)]
+    assert all(c.shape == images.shape for c in crops)
+    for crop in crops:  # each crop is the image shifted by at most one pixel, zero-filled
+        found = False
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                shifted = torch.zeros_like(images[0])
+                src = images[0, :, max(dy, 0) : 4 + min(dy, 0), max(dx, 0) : 4 + min(dx, 0)]
+                shifted[:, max(-dy, 0) : 4 + min(-dy, 0), max(-dx, 0) : 4 + min(-dx, 0)] = src
+                found |= torch.equal(shifted, crop[0])
+        assert found
+    assert len({tuple(c[0].flatten().tolist()) for c in crops}) > 3
+    assert torch.equal(random_crop(images, padding=0), images)
+
+
+def test_random_flip_mirrors_about_half() -> None:
+    images = torch.rand(2000, 1, 2, 2)
+    flipped = random_horizontal_flip(images, generator=torch.Generator().manual_seed(0))
+    mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
+    assert 0.45 < mirrored.float().mean().item() < 0.55
+    assert ((flipped == images).flatten(1).all(1) | mirrored).all()
+
+
+@pytest.mark.skipif(not (REAL_MNIST / "MNIST" / "raw").is_dir(), reason="no real digits in ../shared")
+def test_real_mnist_digits_load() -> None:
+    dm = _setup(MNISTDataModule(str(REAL_MNIST), val_size=500, download=False))
+    assert len(dm.data_train) + len(dm.data_val) == 7000
+    assert len(dm.data_test) == 1000
+    labels = torch.stack([dm.data_test[i][1] for i in range(1000)])
+    assert torch.bincount(labels, minlength=10).min() > 50
