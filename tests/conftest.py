@@ -39,7 +39,9 @@ def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _cifar_md5_is_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny CIFAR files cannot match the real md5 sums; torchvision still parses them."""
-    monkeypatch.setattr(cifar_module, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    monkeypatch.setattr(
+        cifar_module, "check_integrity", lambda path, md5=None: os.path.isfile(path)
+    )
 
 
 def shrink_for_cpu(cfg: DictConfig, data_dir: Path, output_dir: Path) -> DictConfig:
@@ -65,7 +67,9 @@ def shrink_for_cpu(cfg: DictConfig, data_dir: Path, output_dir: Path) -> DictCon
 
 
 @pytest.fixture
-def compose_train(tmp_path: Path, mnist_dir: Path, cifar_dir: Path) -> Iterator[Callable[..., DictConfig]]:
+def compose_train(
+    tmp_path: Path, mnist_dir: Path, cifar_dir: Path
+) -> Iterator[Callable[..., DictConfig]]:
     """compose_train("experiment=mnist_pgd_at", ...) -> a config ready for advlab.train.train."""
 
     def _compose(*overrides: str, shrink: bool = True) -> DictConfig:

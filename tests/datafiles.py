@@ -14,12 +14,16 @@ MNIST_FILES = {
 }
 
 
-def _class_patterns(rng: np.random.Generator, shape: tuple[int, ...], classes: int = 10) -> np.ndarray:
+def _class_patterns(
+    rng: np.random.Generator, shape: tuple[int, ...], classes: int = 10
+) -> np.ndarray:
     """One fixed random uint8 pattern per class: a learnable, deterministic toy problem."""
     return rng.integers(0, 256, size=(classes, *shape), dtype=np.uint8)
 
 
-def _noisy_samples(rng: np.random.Generator, patterns: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _noisy_samples(
+    rng: np.random.Generator, patterns: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
     noise = rng.integers(-40, 41, size=(len(labels), *patterns.shape[1:]))
     return np.clip(patterns[labels].astype(np.int64) + noise, 0, 255).astype(np.uint8)
 
@@ -55,7 +59,18 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 40, seed: int =
         images = _noisy_samples(rng, patterns, labels).reshape(n, 3 * 32 * 32)
         with open(folder / name, "wb") as f:
             pickle.dump({"batch_label": name, "data": images, "labels": labels.tolist()}, f)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
     return root

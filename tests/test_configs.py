@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hydra
 import pytest
 import torch
@@ -69,26 +71,32 @@ def test_trainer_options_instantiate(compose_train, option: str) -> None:
 
 @pytest.mark.parametrize("option", config_options("logger"))
 def test_logger_options_instantiate(compose_train, option: str) -> None:
-    if option == "tensorboard":
-        pytest.importorskip("tensorboard")
     cfg = compose_train(f"logger={option}")
     loggers = instantiate_loggers(cfg.get("logger"))
     expected = {"none": 0, "many": 2}.get(option, 1)
     assert len(loggers) == expected
 
 
+EXPECTED_CALLBACKS = {
+    "default": {"ModelCheckpoint", "RichProgressBar", "LearningRateMonitor", "RichModelSummary"},
+    "none": set(),
+    "model_checkpoint": {"ModelCheckpoint"},
+    "rich_progress_bar": {"RichProgressBar"},
+    "lr_monitor": {"LearningRateMonitor"},
+    "model_summary": {"RichModelSummary"},
+}
+
+
 @pytest.mark.parametrize("option", config_options("callbacks"))
 def test_callback_options_instantiate(compose_train, option: str) -> None:
     cfg = compose_train(f"callbacks={option}")
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    names = {type(c).__name__ for c in callbacks}
-    if option == "none":
-        assert names == set()
-    else:
-        assert "ModelCheckpoint" in names
+    assert {type(c).__name__ for c in callbacks} == EXPECTED_CALLBACKS[option]
+    if option == "default":
         checkpoint = next(c for c in callbacks if type(c).__name__ == "ModelCheckpoint")
         assert checkpoint.save_last is True
         assert checkpoint.dirpath.endswith("checkpoints")
+        assert checkpoint.monitor == "val/robust_acc"
 
 
 @pytest.mark.parametrize("option", config_options("debug"))
@@ -113,5 +121,5 @@ def test_paths_and_hydra_run_dir_compose(compose_train) -> None:
 
     with initialize(version_base="1.3", config_path="../configs"):
         cfg = compose("train", return_hydra_config=True)
-    assert cfg.hydra.run.dir.startswith("${paths.log_dir}/${task_name}/runs/")
-    assert cfg.paths.output_dir == "${hydra:runtime.output_dir}"
+    assert re.fullmatch(r"\./logs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.hydra.run.dir)
+    assert re.fullmatch(r"\./logs/train/multiruns/[\d_-]+", cfg.hydra.sweep.dir)

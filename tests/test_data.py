@@ -35,16 +35,16 @@ def test_mnist_reads_idx_files_and_splits(mnist_dir: Path) -> None:
     assert images.dtype == torch.uint8 and images.shape == (8, 1, 28, 28)
     images, labels = dm.on_after_batch_transfer((images, labels), 0)
     assert images.dtype == torch.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     assert labels.dtype == torch.int64 and labels.max() < 10
 
 
 def test_cifar10_reads_pickle_batches(cifar_dir: Path) -> None:
     dm = _setup(CIFAR10DataModule(str(cifar_dir), batch_size=10, val_size=20, download=False))
     assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (80, 20, 40)
-    images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    images, _ = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert images.shape == (10, 3, 32, 32)
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
 
 
 def test_split_is_fixed_by_split_seed(mnist_dir: Path) -> None:
@@ -57,7 +57,12 @@ def test_split_is_fixed_by_split_seed(mnist_dir: Path) -> None:
 
 
 def test_global_batch_is_divided_across_processes(mnist_dir: Path) -> None:
-    dm = _setup(MNISTDataModule(str(mnist_dir), batch_size=8, eval_batch_size=16, val_size=16, download=False), 2)
+    dm = _setup(
+        MNISTDataModule(
+            str(mnist_dir), batch_size=8, eval_batch_size=16, val_size=16, download=False
+        ),
+        2,
+    )
     assert dm.batch_size_per_device == 4
     assert dm.eval_batch_size_per_device == 8
     assert next(iter(dm.train_dataloader()))[0].shape[0] == 4
@@ -74,13 +79,20 @@ def test_missing_files_are_named_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DatasetFilesMissingError) as info:
         dm.prepare_data()
     message = str(info.value)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         assert f"MNIST/raw/{name}" in message
     assert "data.data_dir" in message and "internet" in message
     assert "\n" not in message
 
 
-def test_failed_download_is_reported_with_missing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_download_is_reported_with_missing_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_network(*args, **kwargs):
         raise OSError("network unreachable")
 
@@ -88,14 +100,18 @@ def test_failed_download_is_reported_with_missing_files(tmp_path: Path, monkeypa
     (tmp_path / "cifar-10-batches-py").mkdir()
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
     dm = CIFAR10DataModule(str(tmp_path), download=True)
-    with pytest.raises(DatasetFilesMissingError, match=r"6 file\(s\) missing.*the download failed") as info:
+    with pytest.raises(
+        DatasetFilesMissingError, match=r"6 file\(s\) missing.*the download failed"
+    ) as info:
         dm.prepare_data()
     assert "cifar-10-batches-py/test_batch" in str(info.value)
     assert "cifar-10-batches-py/data_batch_1," not in str(info.value)
 
 
 def test_training_batches_are_augmented_and_eval_batches_are_not(cifar_dir: Path) -> None:
-    dm = CIFAR10DataModule(str(cifar_dir), batch_size=10, val_size=20, download=False, crop_padding=4, flip=True)
+    dm = CIFAR10DataModule(
+        str(cifar_dir), batch_size=10, val_size=20, download=False, crop_padding=4, flip=True
+    )
     _setup(dm)
     batch = next(iter(dm.val_dataloader()))
     torch.manual_seed(0)
@@ -132,7 +148,9 @@ def test_random_flip_mirrors_about_half() -> None:
     assert ((flipped == images).flatten(1).all(1) | mirrored).all()
 
 
-@pytest.mark.skipif(not (REAL_MNIST / "MNIST" / "raw").is_dir(), reason="no real digits in ../shared")
+@pytest.mark.skipif(
+    not (REAL_MNIST / "MNIST" / "raw").is_dir(), reason="no real digits in ../shared"
+)
 def test_real_mnist_digits_load() -> None:
     dm = _setup(MNISTDataModule(str(REAL_MNIST), val_size=500, download=False))
     assert len(dm.data_train) + len(dm.data_val) == 7000

@@ -22,13 +22,21 @@ TRAIN_ATTACK = {"clean": None, "pgd": PGD, "fgsm_rs": FFGSM, "trades": TPGD}
 
 def make_model(method: str = "pgd", **kwargs) -> RobustClassifier:
     torch.manual_seed(0)
-    args = {"net": NET, "method": method, "train_attack": TRAIN_ATTACK[method], "optimizer": ADAM, **kwargs}
+    args = {
+        "net": NET,
+        "method": method,
+        "train_attack": TRAIN_ATTACK[method],
+        "optimizer": ADAM,
+        **kwargs,
+    }
     return RobustClassifier(**args)
 
 
 def fixed_batch(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
-    return torch.rand(n, 1, 28, 28, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+    return torch.rand(n, 1, 28, 28, generator=generator), torch.randint(
+        0, 10, (n,), generator=generator
+    )
 
 
 def adversarial_loss(model: RobustClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -65,7 +73,9 @@ def test_checkpoint_reload_gives_identical_logits(tmp_path: Path) -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0)
+    trainer = Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0
+    )
     trainer.strategy.connect(model)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -79,7 +89,9 @@ def test_checkpoint_reload_gives_identical_logits(tmp_path: Path) -> None:
 
 
 def test_unknown_method_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"model.method='madry' is not one of clean, pgd, fgsm_rs, trades"):
+    with pytest.raises(
+        ConfigError, match=r"model.method='madry' is not one of clean, pgd, fgsm_rs, trades"
+    ):
         RobustClassifier(net=NET, method="madry", train_attack=PGD, optimizer=ADAM)
 
 
@@ -94,7 +106,11 @@ def test_bad_epsilon_is_refused_at_construction() -> None:
 
 
 def test_one_cycle_scheduler_gets_total_steps(tmp_path: Path) -> None:
-    scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 0.01}
+    scheduler = {
+        "_target_": "torch.optim.lr_scheduler.OneCycleLR",
+        "_partial_": True,
+        "max_lr": 0.01,
+    }
     model = make_model("clean", scheduler=scheduler)
 
     class _Trainer:

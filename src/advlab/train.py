@@ -6,16 +6,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from advlab.errors import AdvlabError, ConfigError
 from advlab.preflight import check_batch_divides, check_model_fits_data
-from advlab.utils import get_logger, instantiate_callbacks, instantiate_loggers
+from advlab.utils import get_logger, instantiate, instantiate_callbacks, instantiate_loggers
 from advlab.utils.config_tree import print_config_tree
 
 log = get_logger(__name__)
@@ -25,11 +25,23 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """`last` means `<run dir>/checkpoints/last.ckpt`; any other value is a path that must exist."""
     if ckpt_path is None:
         return None
-    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    path = (
+        Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    )
     if not path.is_file():
         hint = " (pass hydra.run.dir=<the run's dir> to resume it)" if ckpt_path == "last" else ""
         raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
+
+
+def _checkpoint_to_test(choice: str, trainer: Trainer) -> str | None:
+    """`best`: the monitored best checkpoint when one was kept; `last`: the final weights."""
+    if choice not in ("best", "last"):
+        raise ConfigError(f"test_ckpt={choice!r} is not best or last")
+    checkpoint = trainer.checkpoint_callback
+    if choice == "best" and checkpoint is not None and getattr(checkpoint, "best_model_path", ""):
+        return checkpoint.best_model_path
+    return None
 
 
 def _log_hyperparameters(cfg: DictConfig, model: LightningModule, loggers: list[Logger]) -> None:
@@ -60,14 +72,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
 
     log.info(f"Data <{cfg.data._target_}>")
-    datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule: LightningDataModule = instantiate(cfg.data)
     log.info(f"Model <{cfg.model._target_}>")
-    model: LightningModule = hydra.utils.instantiate(cfg.model)
+    model: LightningModule = instantiate(cfg.model)
     check_model_fits_data(model, datamodule)
 
     callbacks: list[Callback] = instantiate_callbacks(cfg.get("callbacks"))
     loggers: list[Logger] = instantiate_loggers(cfg.get("logger"))
-    trainer: Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if not loggers:  # LearningRateMonitor refuses to run without a logger; logger=none is valid
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_batch_divides(datamodule, trainer)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     _log_hyperparameters(cfg, model, loggers)
@@ -77,11 +91,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test", False):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        test_ckpt = best or None
-        if not cfg.get("train", True):
-            test_ckpt = ckpt_path
-        log.info(f"Testing checkpoint: {test_ckpt or 'current weights'}")
+        test_ckpt = (
+            _checkpoint_to_test(cfg.get("test_ckpt", "best"), trainer)
+            if cfg.get("train", True)
+            else ckpt_path
+        )
+        log.info(f"Testing checkpoint: {test_ckpt or 'final weights'}")
         trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics

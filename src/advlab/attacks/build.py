@@ -30,7 +30,9 @@ def attack_norm(cfg: Mapping[str, Any] | DictConfig) -> str:
     return "L2" if str(cfg.get("_target_", "")).endswith(L2_TARGET_SUFFIXES) else "Linf"
 
 
-def validate_attack_config(cfg: Mapping[str, Any] | DictConfig, where: str = "attack") -> dict[str, Any]:
+def validate_attack_config(
+    cfg: Mapping[str, Any] | DictConfig, where: str = "attack"
+) -> dict[str, Any]:
     """Check a config before any model exists; returns it as a plain dict."""
     cfg = _as_dict(cfg)
     target = cfg.get("_target_")
@@ -53,7 +55,9 @@ def validate_attack_config(cfg: Mapping[str, Any] | DictConfig, where: str = "at
     return cfg
 
 
-def build_attack(cfg: Mapping[str, Any] | DictConfig, model: nn.Module, where: str = "attack") -> Any:
+def build_attack(
+    cfg: Mapping[str, Any] | DictConfig, model: nn.Module, where: str = "attack"
+) -> Any:
     """Instantiate the attack of `cfg` (a `_target_` + its arguments) against `model`.
 
     The model must take [0, 1] images and normalize inside, so no normalization is set on the
@@ -64,22 +68,28 @@ def build_attack(cfg: Mapping[str, Any] | DictConfig, model: nn.Module, where: s
     try:
         attack = hydra.utils.instantiate(cfg, model)
     except InstantiationException as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise ConfigError(f"{where}: cannot build {cfg['_target_']}: {first_line}") from err
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"{where}: cannot build {cfg['_target_']}: {reason}") from err
     if not callable(attack):
         raise ConfigError(f"{where}: {cfg['_target_']} did not build a callable attack")
     return attack
 
 
 def check_within_budget(
-    clean: torch.Tensor, adversarial: torch.Tensor, eps: float, norm: str = "Linf", tol: float = 1e-5
+    clean: torch.Tensor,
+    adversarial: torch.Tensor,
+    eps: float,
+    norm: str = "Linf",
+    tol: float = 1e-5,
 ) -> None:
     """Raise AssertionError unless x_adv is in [0, 1] and within `eps` of x in `norm`.
 
     Attacks project; this only checks, cheaply, so a broken attack fails loudly.
     """
     if adversarial.shape != clean.shape:
-        raise AssertionError(f"adversarial shape {tuple(adversarial.shape)} != clean {tuple(clean.shape)}")
+        raise AssertionError(
+            f"adversarial shape {tuple(adversarial.shape)} != clean {tuple(clean.shape)}"
+        )
     low, high = adversarial.min().item(), adversarial.max().item()
     if low < -tol or high > 1 + tol:
         raise AssertionError(f"adversarial images leave [0, 1]: min {low:.4g}, max {high:.4g}")

@@ -21,7 +21,9 @@ class EpsilonSchedule:
             raise ConfigError(f"model.eps_warmup_epochs must be >= 0, got {warmup_epochs}")
         self.attack = attack
         self.warmup_epochs = warmup_epochs
-        self.base = {name: getattr(attack, name) for name in BUDGET_ATTRIBUTES if hasattr(attack, name)}
+        self.base = {
+            name: getattr(attack, name) for name in BUDGET_ATTRIBUTES if hasattr(attack, name)
+        }
 
     def factor(self, progress_epochs: float) -> float:
         if self.warmup_epochs == 0:

@@ -16,13 +16,17 @@ Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Objective = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def clean_objective(net: nn.Module, attack: Attack | None, x: torch.Tensor, y: torch.Tensor, **_: float):
+def clean_objective(
+    net: nn.Module, attack: Attack | None, x: torch.Tensor, y: torch.Tensor, **_: float
+):
     """Standard training: cross-entropy on clean images."""
     logits = net(x)
     return F.cross_entropy(logits, y), logits
 
 
-def adversarial_objective(net: nn.Module, attack: Attack | None, x: torch.Tensor, y: torch.Tensor, **_: float):
+def adversarial_objective(
+    net: nn.Module, attack: Attack | None, x: torch.Tensor, y: torch.Tensor, **_: float
+):
     """Madry et al. (PGD-AT) and Wong et al. (FGSM-RS): cross-entropy on attacked images.
 
     The two methods differ only in the attack (PGD-k vs one FGSM step from a random start).
@@ -35,7 +39,12 @@ def adversarial_objective(net: nn.Module, attack: Attack | None, x: torch.Tensor
 
 
 def trades_objective(
-    net: nn.Module, attack: Attack | None, x: torch.Tensor, y: torch.Tensor, beta: float = 6.0, **_: float
+    net: nn.Module,
+    attack: Attack | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    beta: float = 6.0,
+    **_: float,
 ):
     """TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)).
 
@@ -46,7 +55,9 @@ def trades_objective(
     x_adv = attack(x, y)
     logits_clean = net(x)
     logits_adv = net(x_adv)
-    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
+    robust = F.kl_div(
+        F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean"
+    )
     return F.cross_entropy(logits_clean, y) + beta * robust, logits_adv
 
 

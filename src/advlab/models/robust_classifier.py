@@ -73,10 +73,16 @@ class RobustClassifier(LightningModule):
         if method != "clean" and train_attack is None:
             raise ConfigError(f"model.method={method} needs model.train_attack (an attack/ config)")
         if scheduler_interval not in ("step", "epoch"):
-            raise ConfigError(f"model.scheduler_interval={scheduler_interval!r} is not step or epoch")
+            raise ConfigError(
+                f"model.scheduler_interval={scheduler_interval!r} is not step or epoch"
+            )
         if optimizer is None:
             raise ConfigError("model.optimizer is required (a _partial_ torch.optim config)")
-        for name, cfg in (("train_attack", train_attack), ("val_attack", val_attack), ("test_attack", test_attack)):
+        for name, cfg in (
+            ("train_attack", train_attack),
+            ("val_attack", val_attack),
+            ("test_attack", test_attack),
+        ):
             if cfg is not None:
                 validate_attack_config(cfg, where=f"model.{name}")
         self.save_hyperparameters(
@@ -149,12 +155,16 @@ class RobustClassifier(LightningModule):
         self.val_robust_acc.reset()
         self.val_robust_acc_best.reset()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         x, y = batch
         attack = self.attack("train")
         if self._warmup is not None and self.hparams.eps_warmup_epochs > 0:
             progress = self.current_epoch + batch_idx / max(self.trainer.num_training_batches, 1)
-            self.log("train/eps_factor", self._warmup.update(progress), on_step=True, on_epoch=False)
+            self.log(
+                "train/eps_factor", self._warmup.update(progress), on_step=True, on_epoch=False
+            )
         loss, logits = self.objective(self.net, attack, x, y, beta=self.hparams.trades_beta)
         self.train_loss(loss.detach())
         self.train_acc(logits.detach(), y)
@@ -186,7 +196,9 @@ class RobustClassifier(LightningModule):
         robust_acc = self.val_robust_acc.compute()
         self.val_robust_acc_best(robust_acc)
         self.log("val/robust_acc", robust_acc, prog_bar=True, sync_dist=True)
-        self.log("val/robust_acc_best", self.val_robust_acc_best.compute(), prog_bar=True, sync_dist=True)
+        self.log(
+            "val/robust_acc_best", self.val_robust_acc_best.compute(), prog_bar=True, sync_dist=True
+        )
         self.val_robust_acc.reset()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

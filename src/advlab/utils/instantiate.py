@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hydra
+from hydra.errors import InstantiationException
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from advlab.errors import ConfigError
+from advlab.errors import AdvlabError, ConfigError
+
+
+def instantiate(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, but a user error raised inside a constructor surfaces as itself.
+
+    Hydra wraps every constructor exception in InstantiationException; for an AdvlabError the
+    message is already the one line the user needs.
+    """
+    try:
+        return hydra.utils.instantiate(cfg, *args, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, AdvlabError):
+            raise err.__cause__ from None
+        raise
 
 
 def _instantiate_each(group: DictConfig | None, kind: type, group_name: str) -> list:
@@ -19,9 +36,11 @@ def _instantiate_each(group: DictConfig | None, kind: type, group_name: str) -> 
         raise ConfigError(f"{group_name} must be a mapping of name -> config, got {group!r}")
     for name, entry in group.items():
         if isinstance(entry, DictConfig) and "_target_" in entry:
-            obj = hydra.utils.instantiate(entry)
+            obj = instantiate(entry)
             if not isinstance(obj, kind):
-                raise ConfigError(f"{group_name}.{name} built a {type(obj).__name__}, not a {kind.__name__}")
+                raise ConfigError(
+                    f"{group_name}.{name} built a {type(obj).__name__}, not a {kind.__name__}"
+                )
             objects.append(obj)
     return objects
 

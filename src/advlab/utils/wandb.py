@@ -47,7 +47,9 @@ def resolve_offline(mode: str) -> bool:
     return not wandb_credentials_available()
 
 
-def make_wandb_logger(mode: str = "auto", log_model: bool | str = False, **kwargs: Any) -> WandbLogger:
+def make_wandb_logger(
+    mode: str = "auto", log_model: bool | str = False, **kwargs: Any
+) -> WandbLogger:
     """A `WandbLogger` whose online/offline mode is resolved by `resolve_offline`.
 
     Checkpoint upload (`log_model`) needs a network: offline it is turned off with a warning
