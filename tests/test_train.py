@@ -161,3 +161,18 @@ def test_train_py_reports_bad_input_in_one_line(tmp_path: Path) -> None:
         "units of [0, 1] images (MNIST 0.3, CIFAR-10 8/255≈0.0314)"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_train_py_runs_two_cpu_processes_with_ddp_sim(mnist_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "ddp"
+    result = _run_train_py(
+        f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "data.batch_size=8", "data.val_size=16",
+        "data.eval_batch_size=8", "trainer=ddp_sim", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "model.train_attack.steps=1",
+        "model.val_attack.steps=1", "model.test_attack.steps=1", "logger=csv", "extras.print_config=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # one run dir for both ranks
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2

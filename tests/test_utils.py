@@ -1,0 +1,70 @@
+"""W&B mode resolution and the instantiate helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from advlab.errors import ConfigError
+from advlab.utils import instantiate
+from advlab.utils.wandb import make_wandb_logger, resolve_offline
+
+
+@pytest.fixture
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    netrc = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(netrc))
+    return netrc
+
+
+def test_auto_mode_is_offline_without_credentials(no_credentials: Path) -> None:
+    assert resolve_offline("auto") is True
+
+
+def test_auto_mode_goes_online_with_an_api_key(
+    no_credentials: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_offline("auto") is False
+
+
+def test_auto_mode_reads_wandb_login_netrc(no_credentials: Path) -> None:
+    no_credentials.write_text("machine api.wandb.ai\n  login user\n  password secret\n")
+    no_credentials.chmod(0o600)
+    assert resolve_offline("auto") is False
+
+
+def test_wandb_mode_env_and_explicit_modes_win(
+    no_credentials: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_offline("auto") is True
+    assert resolve_offline("online") is False
+    assert resolve_offline("offline") is True
+    with pytest.raises(
+        ConfigError, match=r"logger.wandb.mode='cloud' is not one of auto, online, offline"
+    ):
+        resolve_offline("cloud")
+
+
+def test_offline_logger_drops_log_model_instead_of_failing(
+    no_credentials: Path, tmp_path: Path
+) -> None:
+    logger = make_wandb_logger(mode="auto", log_model=True, save_dir=str(tmp_path), project="t")
+    assert logger._offline is True
+    assert logger._log_model is False
+
+
+def test_instantiate_surfaces_user_errors_unwrapped() -> None:
+    cfg = {
+        "_target_": "advlab.models.RobustClassifier",
+        "net": {},
+        "method": "nope",
+        "optimizer": {},
+    }
+    with pytest.raises(ConfigError, match=r"model.method='nope'"):
+        instantiate(cfg)
