@@ -79,6 +79,7 @@ def test_logger_options_instantiate(compose_train, option: str) -> None:
 
 EXPECTED_CALLBACKS = {
     "default": {"ModelCheckpoint", "RichProgressBar", "LearningRateMonitor", "RichModelSummary"},
+    "last_checkpoint": {"ModelCheckpoint"},
     "none": set(),
     "model_checkpoint": {"ModelCheckpoint"},
     "rich_progress_bar": {"RichProgressBar"},
@@ -93,10 +94,10 @@ def test_callback_options_instantiate(compose_train, option: str) -> None:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     assert {type(c).__name__ for c in callbacks} == EXPECTED_CALLBACKS[option]
     if option == "default":
-        checkpoint = next(c for c in callbacks if type(c).__name__ == "ModelCheckpoint")
-        assert checkpoint.save_last is True
-        assert checkpoint.dirpath.endswith("checkpoints")
-        assert checkpoint.monitor == "val/robust_acc"
+        best, last = (c for c in callbacks if type(c).__name__ == "ModelCheckpoint")
+        assert (best.monitor, best.save_last) == ("val/robust_acc", False)
+        assert (last.monitor, last.filename, last.save_top_k) == (None, "last", 1)
+        assert best.dirpath == last.dirpath and last.dirpath.endswith("checkpoints")
 
 
 @pytest.mark.parametrize("option", config_options("debug"))

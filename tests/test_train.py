@@ -38,19 +38,22 @@ def test_fast_dev_run_of_every_experiment(compose_train, experiment: str) -> Non
 
 def test_run_writes_last_checkpoint_and_resumes_it(compose_train, tmp_path: Path) -> None:
     cfg = compose_train("logger=csv", "test=false")
-    limit_batches(cfg, epochs=1)
+    limit_batches(cfg, epochs=2)
+    with open_dict(cfg):  # epoch 0 is the most robust: the best checkpoint stays at epoch 0
+        cfg.callbacks.model_checkpoint.mode = "min"
+        cfg.model.optimizer.lr = 0.0
     train(cfg)
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert torch.load(last, weights_only=False)["global_step"] == 4  # refreshed every epoch
+    assert (tmp_path / "checkpoints" / "epoch_000.ckpt").is_file()
 
     resumed = compose_train("logger=csv", "test=false", "ckpt_path=last")
-    limit_batches(resumed, epochs=2)
+    limit_batches(resumed, epochs=3)
     train(resumed)
-    assert torch.load(last, weights_only=False)["global_step"] == 4
+    assert torch.load(last, weights_only=False)["global_step"] == 6
     with open(tmp_path / "csv" / "version_1" / "metrics.csv") as f:
         epochs_run = {row["epoch"] for row in csv.DictReader(f)}
-    assert epochs_run == {"1"}  # continued at epoch 1, did not restart at epoch 0
+    assert epochs_run == {"2"}  # continued at epoch 2, did not restart at epoch 0
 
 
 def test_logger_none_and_callbacks_none_are_valid(compose_train, tmp_path: Path) -> None:
@@ -118,6 +121,12 @@ def test_unknown_attack_names_the_available_ones(compose_train) -> None:
     with pytest.raises(MissingConfigException, match=r"Could not find 'attack/pgd50'") as info:
         compose_train("attack@model.train_attack=pgd50")
     assert "ffgsm" in str(info.value)
+
+
+def test_unknown_test_ckpt_choice_is_refused_before_training(compose_train) -> None:
+    cfg = compose_train("test_ckpt=best_val")
+    with pytest.raises(ConfigError, match=r"test_ckpt='best_val' is not one of best, last"):
+        train(cfg)
 
 
 def test_ckpt_path_last_without_a_checkpoint_is_refused(compose_train) -> None:

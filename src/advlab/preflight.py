@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
+from advlab.data import VisionDataModule
 from advlab.errors import ConfigError
 
 
@@ -34,8 +35,11 @@ def check_model_fits_data(model: LightningModule, datamodule: LightningDataModul
 
 
 def check_batch_divides(datamodule: LightningDataModule, trainer: Trainer) -> None:
-    """The global batch size must split evenly over all processes."""
-    per_device = getattr(datamodule, "per_device_batch_size", None)
-    batch_size = getattr(getattr(datamodule, "hparams", {}), "get", lambda *_: None)("batch_size")
-    if per_device is not None and batch_size is not None:
-        per_device(trainer.world_size, batch_size)
+    """The global batch size must split evenly over all processes (checked again in setup)."""
+    if isinstance(datamodule, VisionDataModule):
+        datamodule.per_device_batch_size(trainer.world_size, datamodule.hparams.batch_size)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from advlab.errors import AdvlabError, ConfigError
-from advlab.preflight import check_batch_divides, check_model_fits_data
+from advlab.preflight import check_batch_divides, check_choice, check_model_fits_data
 from advlab.utils import get_logger, instantiate, instantiate_callbacks, instantiate_loggers
 from advlab.utils.config_tree import print_config_tree
 
@@ -36,12 +36,22 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
 
 def _checkpoint_to_test(choice: str, trainer: Trainer) -> str | None:
     """`best`: the monitored best checkpoint when one was kept; `last`: the final weights."""
-    if choice not in ("best", "last"):
-        raise ConfigError(f"test_ckpt={choice!r} is not best or last")
     checkpoint = trainer.checkpoint_callback
     if choice == "best" and checkpoint is not None and getattr(checkpoint, "best_model_path", ""):
         return checkpoint.best_model_path
     return None
+
+
+def load_weights(model: LightningModule, path: str) -> None:
+    """Load a checkpoint's `state_dict` into `model`: exactly what `load_from_checkpoint` gives.
+
+    Not `Trainer.test(ckpt_path=...)`: with EMAWeightAveraging on, that restores the raw
+    (non-averaged) weights, while `state_dict` holds the averaged ones users reload.
+    """
+    checkpoint = torch.load(
+        path, map_location=model.device, weights_only=False
+    )  # our own run's file
+    model.load_state_dict(checkpoint["state_dict"])
 
 
 def _log_hyperparameters(cfg: DictConfig, model: LightningModule, loggers: list[Logger]) -> None:
@@ -67,6 +77,7 @@ def close_loggers() -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and optionally test) the configured model; returns the final metrics as floats."""
+    check_choice("test_ckpt", cfg.get("test_ckpt", "best"), ("best", "last"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -97,7 +108,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             else ckpt_path
         )
         log.info(f"Testing checkpoint: {test_ckpt or 'final weights'}")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt)
+        if test_ckpt:
+            load_weights(model, test_ckpt)
+        trainer.test(model=model, datamodule=datamodule)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics
 
