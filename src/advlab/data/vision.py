@@ -1,0 +1,188 @@
+"""Shared machinery of the image DataModules: files, split, per-device batch, augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
+
+from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
+from advlab.errors import ConfigError, DatasetFilesMissingError
+
+
+class VisionDataModule(LightningDataModule):
+    """An image-classification DataModule backed by a torchvision dataset class.
+
+    torchvision parses the files (and downloads them in `prepare_data`); the decoded images are
+    kept in memory as uint8 tensors and become float in [0, 1] after the batch reaches its device,
+    where the training split is also augmented as a batch.
+
+    Args:
+        data_dir: folder that holds (or will hold) the torchvision dataset folder, e.g.
+            `<data_dir>/MNIST/raw/` — point it at preloaded files on offline clusters.
+        batch_size: global batch size; each of `trainer.world_size` processes gets an equal share.
+        val_size: images held out of the training files for validation (fixed-seed split).
+        split_seed: seed of the train/val split, independent of the training seed.
+        num_workers: DataLoader workers (0 is fastest for in-memory tensors).
+        pin_memory: pin host memory (helps host-to-GPU copies).
+        download: try to download missing files in `prepare_data`.
+        crop_padding: random-crop augmentation padding in pixels for training (0 = off).
+        flip: random horizontal flips for training.
+        eval_batch_size: global batch size for validation/test (default: `batch_size`).
+    """
+
+    #: subclasses set these
+    name: ClassVar[str]
+    dims: ClassVar[tuple[int, int, int]]
+    num_classes: ClassVar[int]
+    fix_hint: ClassVar[str]
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        split_seed: int = 12345,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        download: bool = True,
+        crop_padding: int = 0,
+        flip: bool = False,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if val_size < 0:
+            raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
+        if crop_padding < 0:
+            raise ConfigError(f"data.crop_padding must be >= 0, got {crop_padding}")
+        self.save_hyperparameters(logger=False)
+        self.data_dir = Path(data_dir).expanduser()
+        self.data_train: Dataset | None = None
+        self.data_val: Dataset | None = None
+        self.data_test: Dataset | None = None
+        self.batch_size_per_device = batch_size
+        self.eval_batch_size_per_device = eval_batch_size or batch_size
+
+    # ---- files ------------------------------------------------------------------------------
+    def required_files(self) -> list[Path]:
+        """Every file torchvision needs for both splits."""
+        raise NotImplementedError
+
+    def _torchvision_dataset(self, train: bool, download: bool = False) -> Any:
+        raise NotImplementedError
+
+    def _to_tensors(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, C, H, W) and int64 labels (N,) from a torchvision dataset."""
+        raise NotImplementedError
+
+    def missing_files(self) -> list[Path]:
+        return [path for path in self.required_files() if not path.is_file()]
+
+    def prepare_data(self) -> None:
+        """Download missing files (rank 0 only); fail with the list of missing files otherwise."""
+        if not self.missing_files():
+            return
+        reason = "downloads are disabled (data.download=false)"
+        if self.hparams.download:
+            try:
+                for train in (True, False):
+                    self._torchvision_dataset(train=train, download=True)
+                reason = ""
+            except Exception as err:  # noqa: BLE001 - any download failure means the same to the user
+                reason = f"the download failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        missing = self.missing_files()
+        if missing:
+            raise DatasetFilesMissingError(self._missing_message(missing, reason))
+
+    def _missing_message(self, missing: list[Path], reason: str) -> str:
+        names = ", ".join(str(path.relative_to(self.data_dir)) for path in missing)
+        return (
+            f"{self.name}: {len(missing)} file(s) missing under {self.data_dir.resolve()}: {names}; "
+            f"{reason}. Fix: run once with internet access (files download automatically), or "
+            f"{self.fix_hint}, or set data.data_dir=<folder that has them>."
+        )
+
+    # ---- splits -----------------------------------------------------------------------------
+    def per_device_batch_size(self, world_size: int, batch_size: int) -> int:
+        if batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size={batch_size} does not divide across {world_size} processes "
+                f"(trainer.devices x trainer.num_nodes); use a multiple of {world_size}"
+            )
+        return batch_size // world_size
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            world = self.trainer.world_size
+            self.batch_size_per_device = self.per_device_batch_size(world, self.hparams.batch_size)
+            eval_global = self.hparams.eval_batch_size or self.hparams.batch_size
+            self.eval_batch_size_per_device = self.per_device_batch_size(world, eval_global)
+        if self.data_train is not None:
+            return
+        missing = self.missing_files()
+        if missing:
+            raise DatasetFilesMissingError(self._missing_message(missing, "prepare_data did not fetch them"))
+        train_images, train_labels = self._load_split(train=True)
+        test_images, test_labels = self._load_split(train=False)
+        if self.hparams.val_size >= len(train_labels):
+            raise ConfigError(
+                f"data.val_size={self.hparams.val_size} leaves no training images "
+                f"({len(train_labels)} in the training files)"
+            )
+        full_train = TensorDataset(train_images, train_labels)
+        lengths = [len(full_train) - self.hparams.val_size, self.hparams.val_size]
+        split_rng = torch.Generator().manual_seed(self.hparams.split_seed)
+        self.data_train, self.data_val = random_split(full_train, lengths, generator=split_rng)
+        self.data_test = TensorDataset(test_images, test_labels)
+
+    def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            dataset = self._torchvision_dataset(train=train)
+        except RuntimeError as err:  # torchvision's word for "present but corrupt"
+            raise DatasetFilesMissingError(
+                f"{self.name}: torchvision rejected the files under {self.data_dir.resolve()} "
+                f"({str(err).splitlines()[0]}); delete them and download again"
+            ) from err
+        return self._to_tensors(dataset)
+
+    # ---- loaders ----------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, self.batch_size_per_device, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, self.eval_batch_size_per_device, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, self.eval_batch_size_per_device, shuffle=False)
+
+    # ---- device-side transform ----------------------------------------------------------------
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Training augmentation of a float batch in [0, 1]."""
+        images = random_crop(images, self.hparams.crop_padding)
+        if self.hparams.flip:
+            images = random_horizontal_flip(images)
+        return images
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        images = to_unit_float(images)
+        if self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        return images, labels
