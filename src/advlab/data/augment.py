@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop(
+    images: torch.Tensor, padding: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Zero-pad each image by `padding` pixels and crop back to its size at a random offset.
 
     Same distribution as `torchvision.transforms.RandomCrop(size, padding)`, per image.
@@ -27,7 +29,9 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator |
     return cropped.permute(0, 3, 1, 2).contiguous()
 
 
-def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_horizontal_flip(
+    images: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
     flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
@@ -38,4 +42,3 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
     return images.float()
-

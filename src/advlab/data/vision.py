@@ -93,8 +93,10 @@ class VisionDataModule(LightningDataModule):
                 for train in (True, False):
                     self._torchvision_dataset(train=train, download=True)
                 reason = ""
-            except Exception as err:  # noqa: BLE001 - any download failure means the same to the user
-                reason = f"the download failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            except Exception as err:  # any download failure means the same to the user
+                reason = (
+                    f"the download failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+                )
         missing = self.missing_files()
         if missing:
             raise DatasetFilesMissingError(self._missing_message(missing, reason))
@@ -126,7 +128,9 @@ class VisionDataModule(LightningDataModule):
             return
         missing = self.missing_files()
         if missing:
-            raise DatasetFilesMissingError(self._missing_message(missing, "prepare_data did not fetch them"))
+            raise DatasetFilesMissingError(
+                self._missing_message(missing, "prepare_data did not fetch them")
+            )
         train_images, train_labels = self._load_split(train=True)
         test_images, test_labels = self._load_split(train=False)
         if self.hparams.val_size >= len(train_labels):
