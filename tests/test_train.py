@@ -145,14 +145,20 @@ def _run_train_py(*overrides: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+# one epoch of 2 batches, 1-step attacks, CSV logs: a real `python train.py` in seconds
+TINY_RUN = (
+    "data.batch_size=8", "data.eval_batch_size=8", "data.val_size=16", "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+    "model.train_attack.steps=1", "model.val_attack.steps=1", "model.test_attack.steps=1",
+    "logger=csv", "extras.print_config=false",
+)  # fmt: skip
+
+
 def test_train_py_honours_run_dir_and_writes_last_ckpt(mnist_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = _run_train_py(
-        f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "data.batch_size=8", "data.val_size=16",
-        "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "model.train_attack.steps=1", "model.val_attack.steps=1",
-        "model.test_attack.steps=1", "logger=csv", "extras.print_config=false",
-    )  # fmt: skip
+        f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "trainer=cpu", *TINY_RUN
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "csv" / "version_0" / "metrics.csv").is_file()
@@ -175,11 +181,8 @@ def test_train_py_reports_bad_input_in_one_line(tmp_path: Path) -> None:
 def test_train_py_runs_two_cpu_processes_with_ddp_sim(mnist_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     result = _run_train_py(
-        f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "data.batch_size=8", "data.val_size=16",
-        "data.eval_batch_size=8", "trainer=ddp_sim", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "model.train_attack.steps=1",
-        "model.val_attack.steps=1", "model.test_attack.steps=1", "logger=csv", "extras.print_config=false",
-    )  # fmt: skip
+        f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "trainer=ddp_sim", *TINY_RUN
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stderr + result.stdout
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
