@@ -16,7 +16,8 @@ from advlab.errors import ConfigError
 L2_TARGET_SUFFIXES = ("L2",)
 
 
-def _as_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+def as_plain_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """Resolved plain dict: safe to store in checkpoints and to pass to hydra.utils.instantiate."""
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
@@ -24,7 +25,7 @@ def _as_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
 def attack_norm(cfg: Mapping[str, Any] | DictConfig) -> str:
     """'Linf' or 'L2': from the config's `norm`, else from the class name (PGDL2 -> L2)."""
-    cfg = _as_dict(cfg)
+    cfg = as_plain_dict(cfg)
     if "norm" in cfg:
         return str(cfg["norm"])
     return "L2" if str(cfg.get("_target_", "")).endswith(L2_TARGET_SUFFIXES) else "Linf"
@@ -34,7 +35,7 @@ def validate_attack_config(
     cfg: Mapping[str, Any] | DictConfig, where: str = "attack"
 ) -> dict[str, Any]:
     """Check a config before any model exists; returns it as a plain dict."""
-    cfg = _as_dict(cfg)
+    cfg = as_plain_dict(cfg)
     target = cfg.get("_target_")
     if not target:
         raise ConfigError(f"{where} has no _target_ (expected e.g. torchattacks.PGD); got {cfg}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from advlab.errors import ConfigError
+
 BUDGET_ATTRIBUTES = ("eps", "alpha")
 
 
@@ -16,8 +18,6 @@ class EpsilonSchedule:
 
     def __init__(self, attack: Any, warmup_epochs: float) -> None:
         if warmup_epochs < 0:
-            from advlab.errors import ConfigError
-
             raise ConfigError(f"model.eps_warmup_epochs must be >= 0, got {warmup_epochs}")
         self.attack = attack
         self.warmup_epochs = warmup_epochs

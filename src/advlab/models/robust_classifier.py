@@ -9,13 +9,13 @@ from typing import Any
 import hydra
 import torch
 from lightning.pytorch import LightningModule
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks import EpsilonSchedule, build_attack
-from advlab.attacks.build import validate_attack_config
+from advlab.attacks.build import as_plain_dict, validate_attack_config
 from advlab.errors import ConfigError
 from advlab.models.objectives import OBJECTIVES
 
@@ -23,12 +23,8 @@ ConfigLike = Mapping[str, Any] | DictConfig | None
 
 
 def _plain(cfg: ConfigLike) -> dict[str, Any] | None:
-    """Resolved plain dict: what goes into the checkpoint, so reloading needs no Hydra state."""
-    if cfg is None:
-        return None
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
+    """What goes into the checkpoint, so reloading needs no Hydra state."""
+    return None if cfg is None else as_plain_dict(cfg)
 
 
 class RobustClassifier(LightningModule):

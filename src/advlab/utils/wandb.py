@@ -9,6 +9,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 
+from advlab.errors import ConfigError
 from advlab.utils.pylogger import get_logger
 
 log = get_logger(__name__)
@@ -34,8 +35,6 @@ def resolve_offline(mode: str) -> bool:
     never blocks on a login prompt and never fails for lack of network.
     """
     if mode not in ("auto", "online", "offline"):
-        from advlab.errors import ConfigError
-
         raise ConfigError(f"logger.wandb.mode={mode!r} is not one of auto, online, offline")
     if mode != "auto":
         return mode == "offline"
