@@ -12,7 +12,9 @@ from advlab.errors import ConfigError
 from advlab.nets import SmallCNN
 from tests.conftest import config_options
 
-BOUNDED = [name for name in config_options("attack") if name != "cw"]  # CW is unbounded by design
+# CW is unbounded by design; N-FGSM is a training augmentation reaching (noise_scale + 1) * eps
+UNBOUNDED = ("cw", "nfgsm")
+BOUNDED = [name for name in config_options("attack") if name not in UNBOUNDED]
 
 
 def attack_config(name: str, **overrides) -> dict:
@@ -94,3 +96,33 @@ def test_epsilon_schedule_ramps_eps_and_alpha() -> None:
     assert (attack.eps, attack.alpha) == pytest.approx((0.075, 0.0075))
     schedule.update(5.0)
     assert (attack.eps, attack.alpha) == pytest.approx((0.3, 0.03))
+
+
+def test_nfgsm_reaches_beyond_eps_by_noise_plus_step_only(net_and_batch) -> None:
+    net, x, y = net_and_batch
+    torch.manual_seed(0)
+    cfg = attack_config("nfgsm", eps=0.1, alpha=0.1, noise_scale=2.0)
+    x_adv = build_attack(cfg, net)(x, y)
+    reach = (x_adv - x).abs().max().item()
+    assert 0.1 < reach <= 0.3 + 1e-6  # no projection: beyond eps, within (2 + 1) * eps
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_nfgsm_clip_scale_projects_to_the_ball(net_and_batch) -> None:
+    net, x, y = net_and_batch
+    cfg = attack_config("nfgsm", eps=0.1, alpha=0.1, noise_scale=2.0, clip_scale=1.0)
+    check_within_budget(x, build_attack(cfg, net)(x, y), 0.1, "Linf")
+
+
+def test_nfgsm_step_raises_the_loss_over_noise_alone(net_and_batch) -> None:
+    net, x, y = net_and_batch
+    cfg = attack_config("nfgsm", eps=0.05, alpha=0.05, noise_scale=1.0)
+    attack = build_attack(cfg, net)
+    torch.manual_seed(0)
+    x_adv = attack(x, y)
+    torch.manual_seed(0)
+    x_noise = build_attack({**cfg, "alpha": 0.0}, net)(x, y)  # same noise, no gradient step
+    with torch.no_grad():
+        loss_adv = torch.nn.functional.cross_entropy(net(x_adv), y).item()
+        loss_noise = torch.nn.functional.cross_entropy(net(x_noise), y).item()
+    assert loss_adv > loss_noise

@@ -27,9 +27,11 @@ def clean_objective(
 def adversarial_objective(
     net: nn.Module, attack: Attack | None, x: torch.Tensor, y: torch.Tensor, **_: float
 ):
-    """Madry et al. (PGD-AT) and Wong et al. (FGSM-RS): cross-entropy on attacked images.
+    """Madry et al. (PGD-AT), Wong et al. (FGSM-RS), de Jorge et al. (N-FGSM): cross-entropy on
+    attacked images.
 
-    The two methods differ only in the attack (PGD-k vs one FGSM step from a random start).
+    The methods differ only in the attack: PGD-k, one FGSM step from a random start clipped to
+    the eps-ball (attack/ffgsm), or one step from stronger noise without clipping (attack/nfgsm).
     """
     if attack is None:
         raise ValueError("this method needs a training attack")
@@ -65,5 +67,6 @@ OBJECTIVES: dict[str, Objective] = {
     "clean": clean_objective,
     "pgd": adversarial_objective,
     "fgsm_rs": adversarial_objective,
+    "nfgsm": adversarial_objective,
     "trades": trades_objective,
 }

@@ -36,7 +36,8 @@ class RobustClassifier(LightningModule):
 
     Args:
         net: config (`_target_` + arguments) of a classifier from `advlab.nets`.
-        method: `clean`, `pgd` (Madry et al.), `fgsm_rs` (Wong et al., "fast") or `trades`.
+        method: `clean`, `pgd` (Madry et al.), `fgsm_rs` (Wong et al., "fast"), `nfgsm` (de Jorge
+            et al.) or `trades`.
         train_attack: attack config used to craft training examples (ignored by `clean`).
         val_attack: attack for `val/robust_acc` (on the first `val_robust_batches` batches).
         test_attack: attack for `test/robust_acc` (on the whole test split).
