@@ -78,7 +78,14 @@ def test_logger_options_instantiate(compose_train, option: str) -> None:
 
 
 EXPECTED_CALLBACKS = {
-    "default": {"ModelCheckpoint", "RichProgressBar", "LearningRateMonitor", "RichModelSummary"},
+    "default": {
+        "ModelCheckpoint",
+        "RichProgressBar",
+        "LearningRateMonitor",
+        "RichModelSummary",
+        "AdversarialEvalCallback",
+    },
+    "adversarial_eval": {"AdversarialEvalCallback"},
     "last_checkpoint": {"ModelCheckpoint"},
     "none": set(),
     "model_checkpoint": {"ModelCheckpoint"},

@@ -1,0 +1,155 @@
+"""A suite: attacks from `attack/` configs, each run at a list of epsilons.
+
+Config shape (`configs/suite/*.yaml`)::
+
+    epsilons: [0.1, 0.2, 0.3]      # default list of every attack
+    attacks:
+      pgd: {attack: <an attack/ config>, epsilons: [0.0, 0.3]}   # own list (optional)
+
+An attack's config is written for one budget, its own `eps`. At another epsilon the step size
+keeps its ratio to the budget (`alpha_at(e) = alpha * e / eps`): PGD-10 with Madry's 2.5 * eps /
+steps, or FGSM-RS with 1.25 * eps, stays that recipe at every epsilon.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+from torch import nn
+
+from advlab.attacks import attack_norm, build_attack
+from advlab.attacks.build import as_plain_dict, validate_attack_config
+from advlab.errors import ConfigError
+
+#: attack arguments that are step sizes: scaled with the budget
+STEP_SIZE_KEYS = ("alpha",)
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """One attack of a suite and the epsilons it runs at."""
+
+    name: str
+    attack: dict[str, Any]
+    epsilons: tuple[float, ...]
+
+    @property
+    def norm(self) -> str:
+        return attack_norm(self.attack)
+
+    @property
+    def label(self) -> str:
+        return describe_attack(self.attack)
+
+
+def check_epsilon(eps: Any, norm: str, where: str) -> float:
+    """An epsilon of the suite: Linf in [0, 1] (pixel units), L2 >= 0. 0 means "no attack room"."""
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps):
+        raise ConfigError(f"{where}: epsilon {eps!r} is not a number")
+    if norm == "Linf" and not 0 <= eps <= 1:
+        raise ConfigError(
+            f"{where}: epsilon {eps:g} is outside [0, 1]: Linf budgets are in pixel units of "
+            f"[0, 1] images (MNIST 0.3, CIFAR-10 8/255≈0.0314)"
+        )
+    if norm == "L2" and eps < 0:
+        raise ConfigError(f"{where}: epsilon {eps:g} must be >= 0 for an L2 attack")
+    return float(eps)
+
+
+def make_entry(name: str, attack: Mapping[str, Any], epsilons: Any, where: str) -> SuiteEntry:
+    """One validated entry; `epsilons` None means the attack's own eps."""
+    attack = validate_attack_config(attack, where=f"{where}.attack")
+    if "eps" not in attack:
+        raise ConfigError(
+            f"{where}: {attack['_target_']} has no eps (an unbounded attack such as CW "
+            f"cannot be scored at an epsilon)"
+        )
+    if epsilons is None:
+        epsilons = [attack["eps"]]
+    if isinstance(epsilons, (int, float)):
+        epsilons = [epsilons]
+    values = tuple(sorted({check_epsilon(e, attack_norm(attack), where) for e in epsilons}))
+    if not values:
+        raise ConfigError(f"{where}.epsilons is empty")
+    return SuiteEntry(str(name), attack, values)
+
+
+def parse_suite(cfg: Mapping[str, Any] | DictConfig, where: str = "suite") -> list[SuiteEntry]:
+    """Validate a suite config (shape in the module docstring) before any model exists."""
+    cfg = as_plain_dict(cfg)
+    attacks = cfg.get("attacks") or {}
+    if not isinstance(attacks, Mapping) or not attacks:
+        raise ConfigError(f"{where}.attacks must map names to {{attack: ..., epsilons: [...]}}")
+    entries = []
+    for name, spec in attacks.items():
+        here = f"{where}.attacks.{name}"
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("attack"), Mapping):
+            raise ConfigError(f"{here} needs an `attack` (an attack/ config with a _target_)")
+        epsilons = spec.get("epsilons", cfg.get("epsilons"))
+        entries.append(make_entry(str(name), spec["attack"], epsilons, here))
+    return entries
+
+
+def attack_config_at(
+    cfg: Mapping[str, Any], eps: float, steps_factor: float = 1.0
+) -> dict[str, Any]:
+    """`cfg` moved to budget `eps` (step sizes keep their ratio), with steps x `steps_factor`."""
+    cfg = dict(cfg)
+    reference = cfg.get("eps")
+    if reference:
+        for key in STEP_SIZE_KEYS:
+            if key in cfg:
+                cfg[key] = cfg[key] * eps / reference
+    cfg["eps"] = eps
+    if steps_factor != 1.0:
+        if "steps" not in cfg:
+            raise ConfigError(f"{cfg['_target_']} has no `steps` to multiply")
+        cfg["steps"] = round(cfg["steps"] * steps_factor)
+    return cfg
+
+
+def build_attack_at(cfg: Mapping[str, Any], model: nn.Module, eps: float, where: str) -> Any:
+    """Build `cfg` against `model` at budget `eps`; eps 0 is allowed (the sanity check uses it)."""
+    scaled = attack_config_at(cfg, eps)
+    if eps > 0:
+        return build_attack(scaled, model, where=where)
+    validate_attack_config(cfg, where=where)  # checked at its own budget; 0 is allowed on purpose
+    try:
+        return hydra.utils.instantiate(scaled, model)
+    except InstantiationException as err:
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"{where}: cannot build {cfg['_target_']} at eps 0: {reason}") from err
+
+
+def describe_attack(cfg: Mapping[str, Any]) -> str:
+    """A short human label: `PGD-40`, `FGSM`, `Square-1000`, `AutoAttack (apgd-ce+apgd-t)`."""
+    name = str(cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+    if name == "OfficialAutoAttack":
+        which = "+".join(cfg.get("attacks") or []) or cfg.get("version", "standard")
+        return f"AutoAttack ({which})"
+    if "steps" in cfg:
+        return f"{name}-{cfg['steps']}"
+    if "n_queries" in cfg:
+        return f"{name}-{cfg['n_queries']}"
+    return name
+
+
+def format_eps(eps: float) -> str:
+    """Stable, short text for an epsilon in metric names and tables (0.3, 0.03137)."""
+    return f"{eps:.4g}"
+
+
+def total_runs(entries: Sequence[SuiteEntry]) -> int:
+    return sum(len(entry.epsilons) for entry in entries)
+
+
+def runs(entries: Iterable[SuiteEntry]) -> Iterable[tuple[SuiteEntry, float]]:
+    for entry in entries:
+        for eps in entry.epsilons:
+            yield entry, eps
