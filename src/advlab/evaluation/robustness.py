@@ -19,6 +19,7 @@ from advlab.evaluation.sanity import CheckResult, SanitySettings
 from advlab.evaluation.suite import (
     SuiteEntry,
     attack_config_at,
+    build_attack_at,
     check_epsilon,
     describe_attack,
     runs,
@@ -132,6 +133,11 @@ def evaluate_robustness(
     num_classes = int(model.eval()(x0[:1]).shape[1])
     report = RobustnessReport(int(count), num_classes, correct / count, headline=headline)
     plan = _plan(entries, settings, budget)
+    where = {
+        p.attack: "attack" if p.attack == headline else f"suite.attacks.{p.attack}" for p in plan
+    }
+    for item in plan:  # a bad setting fails now, not after an hour of attacks
+        build_attack_at(item.cfg, model, item.eps, where[item.attack])
     total, done = len(plan) * len(batches), 0
     for item in plan:
         label = describe_attack(item.cfg)
@@ -143,7 +149,7 @@ def evaluate_robustness(
                 progress(f"{label} @ {eps:g}", done, total)
 
         stats: AttackStats = run_attack(
-            model, item.cfg, item.eps, batches, where=f"suite.attacks.{item.attack}", on_batch=tick
+            model, item.cfg, item.eps, batches, where[item.attack], on_batch=tick
         )
         purpose = (
             "headline" if item.attack == headline and item.purpose == "suite" else item.purpose

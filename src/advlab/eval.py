@@ -1,0 +1,252 @@
+"""Evaluate a classifier checkpoint: suite over epsilons, official AutoAttack, sanity checks.
+
+`python eval.py ckpt_path=...` writes report.json, report.md and robustness_curve.png into its
+run dir and sends them to the configured loggers.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from advlab.attacks.build import as_plain_dict
+from advlab.errors import AdvlabError, ConfigError
+from advlab.evaluation import RobustnessReport, SanitySettings, evaluate_robustness, parse_suite
+from advlab.evaluation.report import write_report
+from advlab.evaluation.runner import Batch
+from advlab.evaluation.suite import SuiteEntry, check_epsilon, format_eps, make_entry
+from advlab.models import RobustClassifier
+from advlab.preflight import check_model_fits_data
+from advlab.train import close_loggers, resolve_ckpt_path
+from advlab.utils import get_logger, instantiate, instantiate_loggers
+from advlab.utils.config_tree import print_config_tree
+
+log = get_logger(__name__)
+
+HEADLINE = "headline"
+#: hyperparameters every RobustClassifier checkpoint has (and a GAN's does not)
+CLASSIFIER_HPARAMS = ("net", "method")
+
+
+def load_classifier(path: str, device: torch.device) -> RobustClassifier:
+    """A RobustClassifier from `path`, or one line saying what the file is instead."""
+    where = f"ckpt_path={path}"
+    try:  # the user's own training output; Lightning checkpoints hold more than tensors
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # any unreadable file means the same to the user
+        raise ConfigError(
+            f"{where} is not a PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160] if str(err) else 'unreadable'})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"{where} is not a Lightning checkpoint (no state_dict)")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not all(key in hparams for key in CLASSIFIER_HPARAMS):
+        modules = sorted({key.split(".", 1)[0] for key in checkpoint["state_dict"]})
+        raise ConfigError(
+            f"{where} is not a RobustClassifier checkpoint (it holds {', '.join(modules)}; "
+            f"hyperparameters {', '.join(sorted(hparams)) or 'none'}): eval.py evaluates "
+            f"classifiers trained with model=robust"
+        )
+    try:
+        model = RobustClassifier.load_from_checkpoint(path, map_location=device)
+    except Exception as err:
+        raise ConfigError(
+            f"{where}: cannot rebuild the classifier ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]})"
+        ) from None
+    return model.eval()
+
+
+def test_batches(
+    datamodule: LightningDataModule, num_samples: int, batch_size: int, device: torch.device
+) -> list[Batch]:
+    """The first `num_samples` test images (-1: all) as float [0, 1] batches on `device`."""
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    images, labels, kept = [], [], 0
+    for batch in datamodule.test_dataloader():
+        x, y = datamodule.on_after_batch_transfer(batch, 0)  # uint8 -> [0, 1] floats
+        images.append(x)
+        labels.append(y)
+        kept += len(y)
+        if 0 <= num_samples <= kept:
+            break
+    x, y = torch.cat(images), torch.cat(labels)
+    if num_samples >= 0:
+        x, y = x[:num_samples], y[:num_samples]
+    if len(y) == 0:
+        raise ConfigError("the test split is empty (num_samples=0?)")
+    x, y = x.to(device), y.to(device)
+    return list(zip(x.split(batch_size), y.split(batch_size), strict=True))
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError as err:
+        raise ConfigError(f"device={choice!r} is not a device (auto, cpu, cuda, cuda:1)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={choice}: no CUDA device here (use device=auto or cpu)")
+    return device
+
+
+def suite_entries(cfg: DictConfig) -> tuple[list[SuiteEntry], float, SanitySettings]:
+    """The suite plus the headline attack at the threat model's eps, and the check settings."""
+    entries = parse_suite(cfg.suite, where="suite")
+    if HEADLINE in {e.name for e in entries}:
+        raise ConfigError(f"suite.attacks.{HEADLINE}: the name is taken by the headline attack")
+    headline = make_entry(HEADLINE, as_plain_dict(cfg.attack), None, where="attack")
+    eps = check_epsilon(cfg.suite.get("eps", headline.attack["eps"]), headline.norm, "suite.eps")
+    if eps <= 0:
+        raise ConfigError(f"suite.eps={eps:g}: the threat model's budget must be > 0")
+    entries.append(SuiteEntry(HEADLINE, headline.attack, (eps,)))
+    settings = SanitySettings(**as_plain_dict(cfg.get("sanity") or {}))
+    names = [e.name for e in entries]
+    for role in ("reference", "single_step", "gradient_free"):
+        name = getattr(settings, role)
+        if name is not None and name not in names:
+            raise ConfigError(
+                f"sanity.{role}={name!r} is not an attack of the suite ({', '.join(names)})"
+            )
+    return entries, eps, settings
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in ("torch", "torchattacks", "pyautoattack", "advlab"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _log_report(
+    loggers: list[Logger], report: RobustnessReport, files: dict[str, Path], out_dir: Path
+) -> None:
+    """Numbers to every logger; the curve, tables and files to W&B."""
+    metrics = {
+        "eval/clean_acc": report.clean_acc,
+        "eval/sanity_passed": float(not report.failed_checks),
+    }
+    for run in report.results:
+        key = f"eval/{run.attack}/eps{format_eps(run.eps)}"
+        metrics.update({f"{key}/{name}": value for name, value in run.numbers.items()})
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb
+
+        rows = [run.as_dict() for run in report.results]
+        columns = list(rows[0])
+        logger.experiment.log({
+            "eval/robustness_curve": wandb.Image(str(files["curve"])),
+            "eval/results": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
+            "eval/sanity_checks": wandb.Table(
+                columns=["check", "status", "detail"],
+                data=[[c.name, c.status, c.detail] for c in report.checks],
+            ),
+        })  # fmt: skip
+        for path in files.values():
+            logger.experiment.save(str(path), base_path=str(out_dir), policy="now")
+
+
+def _print_summary(report: RobustnessReport, files: dict[str, Path]) -> None:
+    """The headline and every check on the console; failed checks impossible to miss."""
+    console = Console(stderr=False)
+    headline = next((r for r in report.results if r.purpose == "headline"), None)
+    console.print(f"clean accuracy: {100 * report.clean_acc:.2f}% on {report.num_samples} images")
+    if headline is not None:
+        console.print(
+            f"[bold]robust accuracy, {headline.label} at eps {format_eps(headline.eps)}: "
+            f"{100 * headline.robust_acc:.2f}%[/bold]"
+        )
+    for check in report.checks:
+        style = {"pass": "green", "fail": "bold white on red", "skip": "yellow"}[check.status]
+        console.print(f"[{style}]{check.status.upper():4}[/] {check.name}: {check.detail}")
+    for check in report.failed_checks:
+        log.warning(f"SANITY CHECK FAILED: {check.name}: {check.detail}")
+    if report.failed_checks:
+        console.rule(
+            f"[bold red]{len(report.failed_checks)} SANITY CHECK(S) FAILED: do not trust these "
+            f"numbers[/]"
+        )
+    console.print(f"report: {files['markdown']}")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Build everything from `cfg`, run the evaluation, write and log the report."""
+    started = time.perf_counter()
+    entries, eps, settings = suite_entries(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    device = pick_device(str(cfg.get("device", "auto")))
+    L.seed_everything(cfg.get("seed", 12345), workers=True, verbose=False)
+    model = load_classifier(ckpt_path, device)
+    datamodule: LightningDataModule = instantiate(cfg.data)
+    check_model_fits_data(model, datamodule)
+    batches = test_batches(datamodule, int(cfg.num_samples), int(cfg.batch_size), device)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    log.info(
+        f"Evaluating {ckpt_path} on {sum(len(y) for _, y in batches)} test images ({device}): "
+        + ", ".join(
+            f"{e.name} ({e.label}) at {', '.join(map(format_eps, e.epsilons))}" for e in entries
+        )
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns) as progress:
+        task = progress.add_task("attacks", total=None)
+
+        def show(label: str, done: int, total: int) -> None:
+            progress.update(task, description=label, completed=done, total=total)
+
+        report = evaluate_robustness(
+            model, batches, entries, settings, budget=eps, headline=HEADLINE, progress=show
+        )
+    meta = {
+        "checkpoint": str(Path(ckpt_path).resolve()),
+        "data": cfg.data._target_,
+        "split": "test",
+        "threat_model": f"{entries[-1].norm}, eps {format_eps(eps)}",
+        "device": str(device),
+        "seconds": round(time.perf_counter() - started, 1),
+        "versions": _versions(),
+    }
+    out_dir = Path(cfg.paths.output_dir)
+    files = write_report(report, out_dir, meta, norm=entries[-1].norm)
+    _log_report(loggers, report, files, out_dir)
+    _print_summary(report, files)
+    return {**meta, **report.as_dict(), "files": {k: str(v) for k, v in files.items()}}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Entry used by `eval.py`: user errors become one line on stderr and exit status 2."""
+    try:
+        if OmegaConf.is_missing(cfg, "ckpt_path"):
+            raise ConfigError("ckpt_path is required: python eval.py ckpt_path=<a .ckpt file>")
+        if cfg.get("extras", {}).get("print_config", False):
+            print_config_tree(cfg)
+        return evaluate(cfg)
+    except AdvlabError as err:
+        print(f"advlab: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        close_loggers()
