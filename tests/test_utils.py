@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from advlab.errors import ConfigError
 from advlab.utils import instantiate
+from advlab.utils.pylogger import RankFilter
 from advlab.utils.wandb import make_wandb_logger, resolve_offline
 
 
@@ -68,3 +70,25 @@ def test_instantiate_surfaces_user_errors_unwrapped() -> None:
     }
     with pytest.raises(ConfigError, match=r"model.method='nope'"):
         instantiate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("env", "rank"),
+    [
+        ({}, 0),
+        ({"LOCAL_RANK": "1"}, 1),
+        ({"SLURM_PROCID": "9", "LOCAL_RANK": "1"}, 9),
+        ({"RANK": "3"}, 3),
+    ],
+)
+def test_log_lines_carry_the_process_rank(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], rank: int
+) -> None:
+    for variable in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    record = logging.LogRecord("advlab", logging.INFO, __file__, 1, "hello", None, None)
+    assert RankFilter().filter(record)
+    formatted = logging.Formatter("[rank %(rank)s] %(message)s").format(record)
+    assert formatted == f"[rank {rank}] hello"
