@@ -20,7 +20,7 @@ from advlab.evaluation import AttackStats, attack_batch, attack_mode
 from advlab.evaluation.runner import run_attack
 from advlab.evaluation.suite import build_attack_at
 from advlab.nets import SmallCNN
-from advlab.train import train
+from advlab.train import close_loggers, train
 from advlab.utils import instantiate_callbacks
 from tests.conftest import REPO_ROOT, config_options
 
@@ -128,7 +128,10 @@ def test_callback_logs_every_attack_and_eps_with_w_and_b_grids(
         "logger=wandb", "test=false", "callbacks.adversarial_eval.save_batches=true"
     )
     _tiny_fit(cfg)
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    finally:
+        close_loggers()  # what run() does: the next test must not reuse this W&B run
     for attack in ("fgsm", "pgd"):
         for eps in ("0.1", "0.2", "0.3"):
             key = f"adv/{attack}/eps{eps}"

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from advlab.errors import ConfigError
 from advlab.eval import evaluate, run, suite_entries
-from advlab.train import train
+from advlab.train import close_loggers, train
 from tests.conftest import REPO_ROOT, config_options, shrink_for_cpu
 
 # every attack of the eval suite cut to a few steps: the pipeline, not the numbers, is tested
@@ -50,7 +50,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
         cfg.trainer.enable_model_summary = False
     train(cfg)
     GlobalHydra.instance().clear()
-    return out / "checkpoints" / "last.ckpt"
+    return sorted((out / "checkpoints").glob("*.ckpt"))[0]  # whichever the policy kept
 
 
 @pytest.fixture
@@ -79,7 +79,10 @@ def test_report_files_exist_and_parse(
     compose_eval, checkpoint: Path, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
-    result = evaluate(compose_eval(f"ckpt_path={checkpoint}", "logger=wandb"))
+    try:
+        result = evaluate(compose_eval(f"ckpt_path={checkpoint}", "logger=wandb"))
+    finally:
+        close_loggers()
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["num_samples"] == 12 and 0 <= report["clean_acc"] <= 1
     assert report["headline"]["label"] == "AutoAttack (apgd-ce+apgd-t)"

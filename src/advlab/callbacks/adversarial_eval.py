@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 from advlab.callbacks.adversarial_media import adversarial_strips
 from advlab.errors import ConfigError
 from advlab.evaluation.measure import AttackOutcome, AttackStats
-from advlab.evaluation.runner import Batch, run_attack
+from advlab.evaluation.runner import Batch, predict, run_attack
 from advlab.evaluation.suite import SuiteEntry, format_eps, parse_suite
 from advlab.utils import get_logger
 
@@ -57,8 +57,8 @@ class AdversarialEvalCallback(Callback):
         self,
         suite: Mapping[str, Any],
         every_n_epochs: int = 1,
-        num_samples: int = 256,
-        batch_size: int = 256,
+        num_samples: int = 200,
+        batch_size: int = 200,
         num_images: int = 8,
         save_batches: bool = False,
         save_dir: str | None = None,
@@ -127,14 +127,15 @@ class AdversarialEvalCallback(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._due(trainer):
             return
-        batches = self._batches()
         start = time.perf_counter()
+        batches = self._batches()
+        predictions = predict(pl_module, batches)
         metrics: dict[str, float] = {}
         shown: list[str] = []
         clean: AttackStats | None = None
         for entry in self.entries:
             for eps in entry.epsilons:
-                stats = self._attack(trainer, pl_module, entry, eps, batches)
+                stats = self._attack(trainer, pl_module, entry, eps, batches, predictions)
                 clean = clean or stats
                 key = f"{self.prefix}/{entry.name}/eps{format_eps(eps)}"
                 summary = stats.summary()
@@ -162,6 +163,7 @@ class AdversarialEvalCallback(Callback):
         entry: SuiteEntry,
         eps: float,
         batches: list[Batch],
+        predictions: list[torch.Tensor],
     ) -> AttackStats:
         outcomes: list[AttackOutcome] = []
         keep_all = self.save_batches
@@ -172,7 +174,7 @@ class AdversarialEvalCallback(Callback):
                 outcomes.append(outcome)
 
         where = f"callbacks.adversarial_eval.suite.attacks.{entry.name}"
-        local = run_attack(pl_module, entry.attack, eps, batches, where=where, on_batch=keep)
+        local = run_attack(pl_module, entry.attack, eps, batches, where, keep, predictions)
         gathered = trainer.strategy.all_gather(local.to_tensor(pl_module.device))
         if picture and outcomes:
             self._log_grid(trainer, entry, eps, outcomes[0])

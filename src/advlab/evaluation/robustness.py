@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from advlab.evaluation import sanity
 from advlab.evaluation.measure import AttackStats
-from advlab.evaluation.runner import Batch, clean_accuracy, run_attack
+from advlab.evaluation.runner import Batch, predict, run_attack
 from advlab.evaluation.sanity import CheckResult, SanitySettings
 from advlab.evaluation.suite import (
     SuiteEntry,
@@ -128,10 +129,12 @@ def evaluate_robustness(
     `headline` names the entry whose number is the one to quote.
     """
     settings = settings or SanitySettings()
-    correct, count = clean_accuracy(model, batches)
-    x0, _ = batches[0]
-    num_classes = int(model.eval()(x0[:1]).shape[1])
-    report = RobustnessReport(int(count), num_classes, correct / count, headline=headline)
+    predictions = predict(model, batches)
+    correct = sum(int((p == y).sum()) for p, (_, y) in zip(predictions, batches, strict=True))
+    count = sum(len(y) for _, y in batches)
+    with torch.no_grad():
+        num_classes = int(model.eval()(batches[0][0][:1]).shape[1])
+    report = RobustnessReport(count, num_classes, correct / count, headline=headline)
     plan = _plan(entries, settings, budget)
     where = {
         p.attack: "attack" if p.attack == headline else f"suite.attacks.{p.attack}" for p in plan
@@ -149,7 +152,7 @@ def evaluate_robustness(
                 progress(f"{label} @ {eps:g}", done, total)
 
         stats: AttackStats = run_attack(
-            model, item.cfg, item.eps, batches, where[item.attack], on_batch=tick
+            model, item.cfg, item.eps, batches, where[item.attack], tick, predictions
         )
         purpose = (
             "headline" if item.attack == headline and item.purpose == "suite" else item.purpose

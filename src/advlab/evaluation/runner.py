@@ -22,29 +22,30 @@ def run_attack(
     batches: Sequence[Batch],
     where: str = "attack",
     on_batch: Callable[[AttackOutcome], None] | None = None,
+    clean_predictions: Sequence[torch.Tensor] | None = None,
 ) -> AttackStats:
-    """Attack every batch with `cfg` at `eps`; `on_batch` sees each outcome (grids, saving)."""
+    """Attack every batch with `cfg` at `eps`; `on_batch` sees each outcome (grids, saving).
+
+    `clean_predictions` (from `predict`) spares one forward pass per batch and run.
+    """
     attack = build_attack_at(cfg, model, eps, where=where)
     norm = attack_norm(cfg)
     total = AttackStats()
-    for x, y in batches:
-        outcome = attack_batch(model, attack, x, y, eps, norm, where=where)
+    for i, (x, y) in enumerate(batches):
+        known = clean_predictions[i] if clean_predictions is not None else None
+        outcome = attack_batch(model, attack, x, y, eps, norm, where=where, pred_clean=known)
         total = total.add(outcome.stats)
         if on_batch is not None:
             on_batch(outcome)
     return total
 
 
-def clean_accuracy(model: nn.Module, batches: Sequence[Batch]) -> tuple[float, float]:
-    """(correct, count) of the model on unattacked batches, in eval mode."""
+def predict(model: nn.Module, batches: Sequence[Batch]) -> list[torch.Tensor]:
+    """The model's classes for unattacked batches, in eval mode (its mode restored after)."""
     was_training = model.training
     model.eval()
-    correct = count = 0.0
     try:
-        with torch.no_grad():
-            for x, y in batches:
-                correct += float((model(x).argmax(dim=1) == y).sum())
-                count += len(y)
+        with torch.inference_mode(False), torch.no_grad():
+            return [model(x).argmax(dim=1) for x, _ in batches]
     finally:
         model.train(was_training)
-    return correct, count
