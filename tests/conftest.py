@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -91,3 +92,13 @@ def compose_train(
 def config_options(group: str) -> list[str]:
     """Names of the options of a config group folder (e.g. attack -> [apgd, cw, ...])."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def experiment_options(model: str) -> list[str]:
+    """Experiment recipes of one model group option (`- override /model: <model>`)."""
+    pattern = re.compile(rf"^\s*-\s*override\s+/model:\s*{re.escape(model)}\s*$", re.MULTILINE)
+    return [
+        name
+        for name in config_options("experiment")
+        if pattern.search((CONFIG_DIR / "experiment" / f"{name}.yaml").read_text())
+    ]

@@ -14,7 +14,7 @@ from advlab.attacks import build_attack
 from advlab.data import VisionDataModule
 from advlab.models import RobustClassifier
 from advlab.utils import instantiate_callbacks, instantiate_loggers
-from tests.conftest import config_options
+from tests.conftest import config_options, experiment_options
 
 
 def test_config_groups_have_the_documented_options() -> None:
@@ -26,7 +26,7 @@ def test_config_groups_have_the_documented_options() -> None:
     assert any("autoattack" in name for name in attacks)
     assert set(config_options("experiment")) >= {
         "mnist_clean", "mnist_pgd_at", "mnist_fast_at", "mnist_trades",
-        "cifar10_pgd_at", "cifar10_fast_at", "cifar10_trades",
+        "cifar10_pgd_at", "cifar10_fast_at", "cifar10_trades", "mnist_dcgan", "cifar10_dcgan",
     }  # fmt: skip
 
 
@@ -86,6 +86,13 @@ EXPECTED_CALLBACKS = {
         "AdversarialEvalCallback",
     },
     "adversarial_eval": {"AdversarialEvalCallback"},
+    "gan": {
+        "CheckpointIfMonitored",
+        "ModelCheckpoint",
+        "RichProgressBar",
+        "RichModelSummary",
+        "GANSampleGrid",
+    },
     "last_checkpoint": {"ModelCheckpoint"},
     "none": set(),
     "model_checkpoint": {"ModelCheckpoint"},
@@ -114,7 +121,7 @@ def test_debug_options_compose(compose_train, option: str) -> None:
     assert cfg.trainer.accelerator == "cpu"
 
 
-@pytest.mark.parametrize("option", config_options("experiment"))
+@pytest.mark.parametrize("option", experiment_options("robust"))  # GAN recipes: test_gan.py
 def test_experiment_options_instantiate(compose_train, option: str) -> None:
     cfg = compose_train(f"experiment={option}")
     model = hydra.utils.instantiate(cfg.model)

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from advlab.errors import AdvlabError, ConfigError
@@ -54,6 +55,23 @@ def load_weights(model: LightningModule, path: str) -> None:
     model.load_state_dict(checkpoint["state_dict"])
 
 
+def _strategy_for(model: LightningModule, strategy: Any) -> dict[str, str]:
+    """`strategy=ddp*` -> its `_find_unused_parameters_true` variant for models that need it.
+
+    A GAN's discriminator update leaves the generator without gradients and vice versa; plain
+    DDP fails on that at the first step. Returns the Trainer keyword to override, if any.
+    """
+    if not getattr(model, "ddp_find_unused_parameters", False):
+        return {}
+    if strategy not in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return {}
+    log.info(
+        f"trainer.strategy={strategy} -> {strategy}_find_unused_parameters_true for "
+        f"{type(model).__name__} (each optimizer step leaves some parameters unused)"
+    )
+    return {"strategy": f"{strategy}_find_unused_parameters_true"}
+
+
 def _log_hyperparameters(cfg: DictConfig, model: LightningModule, loggers: list[Logger]) -> None:
     """Send the whole resolved config plus parameter counts to every logger."""
     if not loggers:
@@ -86,13 +104,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule: LightningDataModule = instantiate(cfg.data)
     log.info(f"Model <{cfg.model._target_}>")
     model: LightningModule = instantiate(cfg.model)
-    check_model_fits_data(model, datamodule)
+    if hasattr(model, "configure_for_data"):  # sized from the data (GAN): builds, then checks
+        model.configure_for_data(datamodule)
+    else:
+        check_model_fits_data(model, datamodule)
 
     callbacks: list[Callback] = instantiate_callbacks(cfg.get("callbacks"))
     loggers: list[Logger] = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger; logger=none is valid
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    strategy = _strategy_for(model, cfg.trainer.get("strategy"))
+    trainer: Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **strategy
+    )
     check_batch_divides(datamodule, trainer)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     _log_hyperparameters(cfg, model, loggers)
@@ -101,7 +125,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    if cfg.get("test", False):
+    if cfg.get("test", False) and not is_overridden("test_step", model):
+        log.info(f"test=true skipped: {type(model).__name__} has no test step")
+    elif cfg.get("test", False):
         test_ckpt = (
             _checkpoint_to_test(cfg.get("test_ckpt", "best"), trainer)
             if cfg.get("train", True)

@@ -1,5 +1,6 @@
 """LightningModules of advlab."""
 
+from advlab.models.gan import GAN
 from advlab.models.robust_classifier import RobustClassifier
 
-__all__ = ["RobustClassifier"]
+__all__ = ["GAN", "RobustClassifier"]

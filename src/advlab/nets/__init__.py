@@ -1,7 +1,8 @@
-"""Plain torch.nn networks. Classifiers take images in [0, 1] and normalize inside."""
+"""Plain torch.nn networks: classifiers (take [0, 1] images, normalize inside), GAN networks."""
 
+from advlab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from advlab.nets.normalize import Normalize
 from advlab.nets.preact_resnet import PreActResNet18
 from advlab.nets.small_cnn import SmallCNN
 
-__all__ = ["Normalize", "PreActResNet18", "SmallCNN"]
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "Normalize", "PreActResNet18", "SmallCNN"]
