@@ -110,6 +110,17 @@ def test_per_epoch_suites_compose_and_parse(compose_train, option: str) -> None:
     assert callback.entries and all(e.epsilons for e in callback.entries)
 
 
+@pytest.mark.parametrize("experiment", ["cifar10_pgd_at", "cifar10_fast_at", "cifar10_trades"])
+def test_cifar10_recipes_attack_at_cifar10_budgets(compose_train, experiment: str) -> None:
+    cfg = compose_train(f"experiment={experiment}")
+    (callback,) = [
+        c for c in instantiate_callbacks(cfg.callbacks) if isinstance(c, AdversarialEvalCallback)
+    ]
+    assert [max(e.epsilons) for e in callback.entries] == pytest.approx([8 / 255, 8 / 255])
+    none = compose_train(f"experiment={experiment}", "callbacks=none")
+    assert instantiate_callbacks(none.callbacks) == []
+
+
 def _tiny_fit(cfg, epochs: int = 1) -> None:
     with open_dict(cfg):
         cfg.trainer.max_epochs = epochs
