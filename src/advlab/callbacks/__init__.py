@@ -1,6 +1,7 @@
-"""Lightning callbacks of advlab: sample grids, checkpoint policies."""
+"""Lightning callbacks of advlab: adversarial evaluation, sample grids, checkpoint policies."""
 
+from advlab.callbacks.adversarial_eval import AdversarialEvalCallback
 from advlab.callbacks.gan_samples import GANSampleGrid
 from advlab.callbacks.optional_checkpoint import CheckpointIfMonitored
 
-__all__ = ["CheckpointIfMonitored", "GANSampleGrid"]
+__all__ = ["AdversarialEvalCallback", "CheckpointIfMonitored", "GANSampleGrid"]
