@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from advlab.data import CIFAR10DataModule, MNISTDataModule
 from advlab.data.augment import random_crop, random_horizontal_flip
+from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesMissingError
 from tests.conftest import REAL_MNIST
 
@@ -18,7 +20,9 @@ class _FakeTrainer:
 
     def __init__(self, world_size: int = 1, training: bool = True) -> None:
         self.world_size = world_size
+        self.global_rank = 0
         self.training = training
+        self.fit_loop = SimpleNamespace(restarting=False)
 
 
 def _setup(datamodule, world_size: int = 1, training: bool = True):
@@ -157,3 +161,31 @@ def test_real_mnist_digits_load() -> None:
     assert len(dm.data_test) == 1000
     labels = torch.stack([dm.data_test[i][1] for i in range(1000)])
     assert torch.bincount(labels, minlength=10).min() > 50
+
+
+def _batches(sampler: ResumableShuffleSampler, batch_size: int) -> list[list[int]]:
+    indices = list(sampler)
+    return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+
+
+def test_two_ranks_together_see_the_single_process_batches() -> None:
+    data = list(range(40))
+    single = _batches(ResumableShuffleSampler(data, num_replicas=1, rank=0, seed=3), 8)
+    ranks = [
+        _batches(ResumableShuffleSampler(data, num_replicas=2, rank=r, seed=3), 4) for r in (0, 1)
+    ]
+    assert [sorted(a + b) for a, b in zip(*ranks, strict=True)] == [sorted(b) for b in single]
+
+
+def test_shuffle_depends_on_seed_and_epoch_only_and_can_start_part_way() -> None:
+    data = list(range(40))
+    first = ResumableShuffleSampler(data, num_replicas=1, rank=0, seed=3)
+    again = ResumableShuffleSampler(data, num_replicas=1, rank=0, seed=3)
+    assert list(first) == list(again)
+    first.set_epoch(1)
+    epoch1 = list(first)
+    assert epoch1 != list(again) and sorted(epoch1) == data
+    again.set_epoch(1)
+    again.skip_next(16)
+    assert list(again) == epoch1[16:]
+    assert list(again) == epoch1  # the skip applies to one pass only

@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
 
 from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
+from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesMissingError
 
 
@@ -155,26 +156,51 @@ class VisionDataModule(LightningDataModule):
         return self._to_tensors(dataset)
 
     # ---- loaders ----------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self,
+        dataset: Dataset | None,
+        batch_size: int,
+        sampler: ResumableShuffleSampler | None = None,
+    ) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            # its own generator: creating a loader iterator then draws nothing from the global
+            # one, which a mid-epoch resume would otherwise replay out of order
+            generator=torch.Generator().manual_seed(0),
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data_train, self.batch_size_per_device, shuffle=True)
+        if self.data_train is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        rank, world = (
+            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        )
+        # the shuffle follows the run's seed (seed_everything), so reruns see the same batches
+        sampler = ResumableShuffleSampler(
+            self.data_train, num_replicas=world, rank=rank, seed=torch.initial_seed() % 2**31
+        )
+        sampler.skip_next(self._batches_done_in_resumed_epoch() * self.batch_size_per_device)
+        return self._loader(self.data_train, self.batch_size_per_device, sampler)
+
+    def _batches_done_in_resumed_epoch(self) -> int:
+        """Training batches the restored checkpoint had finished in its unfinished epoch."""
+        if self.trainer is None or not self.trainer.fit_loop.restarting:
+            return 0
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return progress.completed if progress.completed < self.trainer.num_training_batches else 0
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, self.eval_batch_size_per_device, shuffle=False)
+        return self._loader(self.data_val, self.eval_batch_size_per_device)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, self.eval_batch_size_per_device, shuffle=False)
+        return self._loader(self.data_test, self.eval_batch_size_per_device)
 
     # ---- device-side transform ----------------------------------------------------------------
     def augment(self, images: torch.Tensor) -> torch.Tensor:
