@@ -18,3 +18,15 @@ class SigtermAtStep(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class CrashOnRank(Callback):
+    """Raise on global rank `rank` at global step `step`: a rank that dies mid-training."""
+
+    def __init__(self, rank: int, step: int = 1) -> None:
+        self.rank = rank
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Trainer, *_: Any) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            raise RuntimeError(f"rank {self.rank} crashed on purpose")

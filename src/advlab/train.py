@@ -18,6 +18,7 @@ from advlab.errors import AdvlabError, ConfigError
 from advlab.preflight import check_batch_divides, check_choice, check_model_fits_data
 from advlab.utils import get_logger, instantiate, instantiate_callbacks, instantiate_loggers
 from advlab.utils.config_tree import print_config_tree
+from advlab.utils.ddp_launch import use_job_command_for_ddp_children
 
 log = get_logger(__name__)
 
@@ -114,6 +115,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # LearningRateMonitor refuses to run without a logger; logger=none is valid
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     strategy = _strategy_for(model, cfg.trainer.get("strategy"))
+    use_job_command_for_ddp_children()  # DDP ranks > 0 re-run this job, not the whole sweep
     trainer: Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **strategy
     )
