@@ -59,14 +59,21 @@ def test_attack_options_build_callable_attacks(compose_train, option: str) -> No
 
 
 @pytest.mark.parametrize("option", config_options("trainer"))
-def test_trainer_options_instantiate(compose_train, option: str) -> None:
+def test_trainer_options_instantiate(compose_train, monkeypatch, option: str) -> None:
     cfg = compose_train(f"trainer={option}")
+    two_processes = option in ("ddp", "ddp_sim", "slurm")
     with open_dict(cfg):  # no GPU in tests: keep the option's other settings, run on CPU
         cfg.trainer.accelerator = "cpu"
-        cfg.trainer.devices = 2 if option in ("ddp", "ddp_sim") else 1
+        cfg.trainer.devices = 2 if two_processes else 1
+    if option == "slurm":  # rank 0 of a 2-task SLURM step, as srun would start it
+        slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "advlab",
+                 "SLURM_JOB_ID": "1", "SLURM_NODEID": "0", "SLURM_PROCID": "0",
+                 "SLURM_LOCALID": "0", "SLURM_NODELIST": "localhost"}  # fmt: skip
+        for name, value in slurm.items():
+            monkeypatch.setenv(name, value)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert isinstance(trainer, Trainer)
-    assert trainer.world_size == (2 if option in ("ddp", "ddp_sim") else 1)
+    assert trainer.world_size == (2 if two_processes else 1)
 
 
 @pytest.mark.parametrize("option", config_options("logger"))

@@ -92,3 +92,13 @@ def test_log_lines_carry_the_process_rank(
     assert RankFilter().filter(record)
     formatted = logging.Formatter("[rank %(rank)s] %(message)s").format(record)
     assert formatted == f"[rank {rank}] hello"
+
+
+def test_wandb_run_id_is_pinned_to_the_run_dir(tmp_path: Path) -> None:
+    first = make_wandb_logger(mode="offline", save_dir=str(tmp_path / "a"), project="p")
+    again = make_wandb_logger(mode="offline", save_dir=str(tmp_path / "a"), project="p")
+    other = make_wandb_logger(mode="offline", save_dir=str(tmp_path / "b"), project="p")
+    assert first._id == again._id != other._id
+    assert (tmp_path / "a" / "wandb_run_id.txt").read_text().strip() == first._id
+    explicit = make_wandb_logger(mode="offline", save_dir=str(tmp_path / "a"), id="mine")
+    assert explicit._id == "mine"

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 
 from advlab.errors import ConfigError
-from advlab.utils.pylogger import get_logger
+from advlab.utils.pylogger import get_logger, process_rank
 
 log = get_logger(__name__)
 
 WANDB_HOST = "api.wandb.ai"
+RUN_ID_FILE = "wandb_run_id.txt"
 
 
 def wandb_credentials_available() -> bool:
@@ -46,6 +49,22 @@ def resolve_offline(mode: str) -> bool:
     return not wandb_credentials_available()
 
 
+def run_id_for(save_dir: str | Path) -> str:
+    """The W&B run id of a run dir: read from `<save_dir>/wandb_run_id.txt`, created once.
+
+    A run resumed in the same dir (`ckpt_path=last`, a requeued SLURM job) thus continues the
+    same W&B run instead of starting a new one. Only rank 0 writes the file.
+    """
+    path = Path(save_dir) / RUN_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    if process_rank() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
+    return run_id
+
+
 def make_wandb_logger(
     mode: str = "auto", log_model: bool | str = False, **kwargs: Any
 ) -> WandbLogger:
@@ -53,7 +72,11 @@ def make_wandb_logger(
 
     Checkpoint upload (`log_model`) needs a network: offline it is turned off with a warning
     instead of failing, and `wandb sync <run dir>/wandb/offline-run-*` uploads the run later.
+    Without an explicit `id`, the run id is pinned to the run dir (`run_id_for`), and resumed.
     """
+    if not kwargs.get("id") and kwargs.get("save_dir"):
+        kwargs["id"] = run_id_for(kwargs["save_dir"])
+        kwargs.setdefault("resume", "allow")
     offline = resolve_offline(mode)
     if offline and log_model:
         log.warning("W&B is offline: logger.wandb.log_model ignored (checkpoints stay on disk).")
