@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from advlab.data import MNISTDataModule
 from advlab.errors import ConfigError
 from advlab.models import RobustClassifier
 from advlab.models.objectives import OBJECTIVES
@@ -17,7 +18,8 @@ PGD = {"_target_": "torchattacks.PGD", "eps": 0.3, "alpha": 0.1, "steps": 3, "ra
 TPGD = {"_target_": "torchattacks.TPGD", "eps": 0.3, "alpha": 0.1, "steps": 3}
 FFGSM = {"_target_": "torchattacks.FFGSM", "eps": 0.3, "alpha": 0.375}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
-TRAIN_ATTACK = {"clean": None, "pgd": PGD, "fgsm_rs": FFGSM, "trades": TPGD}
+NFGSM = {"_target_": "advlab.attacks.nfgsm.NFGSM", "eps": 0.3, "alpha": 0.3, "noise_scale": 2.0}
+TRAIN_ATTACK = {"clean": None, "pgd": PGD, "fgsm_rs": FFGSM, "nfgsm": NFGSM, "trades": TPGD}
 
 
 def make_model(method: str = "pgd", **kwargs) -> RobustClassifier:
@@ -90,7 +92,7 @@ def test_checkpoint_reload_gives_identical_logits(tmp_path: Path) -> None:
 
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(
-        ConfigError, match=r"model.method='madry' is not one of clean, pgd, fgsm_rs, trades"
+        ConfigError, match=r"model.method='madry' is not one of clean, pgd, fgsm_rs, nfgsm, trades"
     ):
         RobustClassifier(net=NET, method="madry", train_attack=PGD, optimizer=ADAM)
 
@@ -120,3 +122,39 @@ def test_one_cycle_scheduler_gets_total_steps(tmp_path: Path) -> None:
     config = model.configure_optimizers()
     assert config["lr_scheduler"]["scheduler"].total_steps == 123
     assert config["lr_scheduler"]["interval"] == "step"
+
+
+def test_channels_last_gives_the_same_logits() -> None:
+    plain, fast = make_model(), make_model(channels_last=True)
+    fast.configure_model()
+    x, _ = fixed_batch(8)
+    x_fast = fast._memory_format(x)
+    assert x_fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(x_fast), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def _trained_on_tiny_digits(mnist_dir: Path) -> tuple[RobustClassifier, MNISTDataModule]:
+    torch.manual_seed(0)
+    model = make_model("clean", test_attack={**PGD, "eps": 0.02, "alpha": 0.005, "steps": 10})
+    data = MNISTDataModule(str(mnist_dir), batch_size=16, val_size=16, download=False)
+    Trainer(max_epochs=30, accelerator="cpu", logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+            inference_mode=False).fit(model, data)  # fmt: skip
+    return model, data
+
+
+def test_bf16_mixed_precision_keeps_the_attack_as_strong_as_fp32(mnist_dir: Path) -> None:
+    """Under bf16 autocast only the network's matmuls run in bf16: images, perturbations and the
+    eps-ball projection stay fp32 and the loss is computed in fp32, so PGD loses no strength."""
+    model, data = _trained_on_tiny_digits(mnist_dir)
+    results = {}
+    for precision in ("32-true", "bf16-mixed"):
+        torch.manual_seed(5)
+        trainer = Trainer(accelerator="cpu", precision=precision, logger=False,
+                          enable_progress_bar=False, inference_mode=False)  # fmt: skip
+        (results[precision],) = trainer.test(model, data, verbose=False)
+    fp32, bf16 = results["32-true"], results["bf16-mixed"]
+    assert fp32["test/acc"] > 0.8  # a model worth attacking
+    assert 0.1 < fp32["test/robust_acc"] < fp32["test/acc"] - 0.3  # an attack that bites, not all
+    assert abs(bf16["test/robust_acc"] - fp32["test/robust_acc"]) <= 0.07  # 3 of 48 digits
+    assert abs(bf16["test/acc"] - fp32["test/acc"]) <= 0.05
