@@ -18,9 +18,9 @@ from advlab.attacks.build import as_plain_dict
 from advlab.errors import ConfigError
 from advlab.models.gan_step import (
     GAN_LOSSES,
-    TrainingDivergedError,
     adversarial_step,
     ema_decay_at,
+    refuse_non_finite_weights,
     update_ema,
 )
 from advlab.quality import QualityMetrics, build_quality_metrics
@@ -278,13 +278,7 @@ class GAN(LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Never write NaN/inf weights over a good checkpoint."""
-        for key, tensor in checkpoint["state_dict"].items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise TrainingDivergedError(
-                    f"weights {key} are not finite at epoch {self.current_epoch}: checkpoint not "
-                    f"saved, the previous one is kept. Lower the learning rates"
-                )
+        refuse_non_finite_weights(self, checkpoint)
 
     # ---- quality metrics (validation) ---------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -8,6 +8,7 @@ through Lightning's optimizer wrappers (`toggle_optimizer`, `manual_backward`, `
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,19 @@ def check_finite(module: LightningModule, name: str, value: torch.Tensor) -> Non
         )
 
 
+def refuse_non_finite_weights(module: LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Raise TrainingDivergedError instead of writing NaN/inf weights over a good checkpoint.
+
+    Call it from `on_save_checkpoint`.
+    """
+    for key, tensor in checkpoint["state_dict"].items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingDivergedError(
+                f"weights {key} are not finite at epoch {module.current_epoch}: checkpoint not "
+                f"saved, the previous one is kept. Lower the learning rates"
+            )
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm) are copied."""
@@ -88,12 +102,14 @@ def adversarial_step(
     loss: str,
     update_generator: bool,
     generator_extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gan_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """One discriminator update and, when `update_generator`, one generator update.
 
     `module.optimizers()` must return (generator optimizer, discriminator optimizer).
     `make_fake()` draws a fresh batch of generated images in the discriminator's input range;
-    `generator_extra_loss(fake)` adds terms to the generator loss (AdvGAN: attack + norm terms).
+    `generator_extra_loss(fake)` adds terms to the generator loss (AdvGAN: attack + norm terms);
+    `gan_weight` scales the generator's GAN term (AdvGAN's alpha).
     Returns detached statistics to log: losses, mean D logits on real/fake, gradient norms.
     """
     opt_g, opt_d = module.optimizers()
@@ -121,7 +137,7 @@ def adversarial_step(
 
     module.toggle_optimizer(opt_g)
     fake = make_fake()
-    loss_g = generator_loss(loss, discriminator(fake))
+    loss_g = gan_weight * generator_loss(loss, discriminator(fake))
     if generator_extra_loss is not None:
         loss_g = loss_g + generator_extra_loss(fake)
     check_finite(module, "the generator loss", loss_g)
