@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -64,12 +65,14 @@ class QualityMetrics:
         self.extractor = extractor
         identity = _Precomputed(int(extractor.num_features))
         self.fid = FrechetInceptionDistance(feature=identity, reset_real_features=False)
-        self.kid = KernelInceptionDistance(
-            feature=identity,
-            reset_real_features=False,
-            subsets=kid_subsets,
-            subset_size=kid_subset_size,
-        )
+        with warnings.catch_warnings():  # "KID keeps all features": a few thousand here, by design
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            self.kid = KernelInceptionDistance(
+                feature=identity,
+                reset_real_features=False,
+                subsets=kid_subsets,
+                subset_size=kid_subset_size,
+            )
         self.kid_subset_size = kid_subset_size
         self.num_real = 0
         self.num_fake = 0
