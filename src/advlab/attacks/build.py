@@ -9,6 +9,7 @@ import hydra
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from advlab.errors import ConfigError
@@ -68,6 +69,10 @@ def build_attack(
     cfg = validate_attack_config(cfg, where)
     try:
         attack = hydra.utils.instantiate(cfg, model)
+    except MissingMandatoryValue as err:  # a `???` left in the config (attack/advgan's ckpt_path)
+        raise ConfigError(
+            f"{where}.{err.full_key} is required (the attack config leaves it ???)"
+        ) from None
     except InstantiationException as err:
         reason = " ".join(str(err).split())
         raise ConfigError(f"{where}: cannot build {cfg['_target_']}: {reason}") from err

@@ -2,7 +2,15 @@
 
 from advlab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from advlab.nets.normalize import Normalize
+from advlab.nets.perturbation import PerturbationGenerator
 from advlab.nets.preact_resnet import PreActResNet18
 from advlab.nets.small_cnn import SmallCNN
 
-__all__ = ["DCGANDiscriminator", "DCGANGenerator", "Normalize", "PreActResNet18", "SmallCNN"]
+__all__ = [
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "Normalize",
+    "PerturbationGenerator",
+    "PreActResNet18",
+    "SmallCNN",
+]
