@@ -94,6 +94,15 @@ def test_discriminator_steps_leave_the_generator_alone(tmp_path: Path) -> None:
     assert any(changed(before, after, "discriminator."))
 
 
+def test_scheduler_decays_each_optimizer_over_its_own_steps(tmp_path: Path) -> None:
+    linear_decay = {"_target_": "torch.optim.lr_scheduler.PolynomialLR", "_partial_": True}
+    model = make_gan(d_steps_per_g_step=2, scheduler=linear_decay)
+    trainer = fit(model, tmp_path, batches=3)  # 3 D steps, 1 G step (after batch 1)
+    scheduler_g, scheduler_d = model.lr_schedulers()
+    assert (scheduler_g.total_iters, scheduler_d.total_iters) == (1, 3)
+    assert [opt.param_groups[0]["lr"] for opt in trainer.optimizers] == [0.0, 0.0]
+
+
 # ---- sampling and checkpoints -----------------------------------------------------------------
 @pytest.mark.parametrize("shape", [MNIST_SHAPE, (3, 32, 32)])
 def test_sample_shape_range_and_seed(shape) -> None:

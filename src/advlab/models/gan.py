@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,6 +58,9 @@ class GAN(LightningModule):
             called with `latent_dim` and `image_shape` added.
         discriminator: config of a discriminator from `advlab.nets`, called with `image_shape`.
         optimizer_g, optimizer_d: `_partial_` optimizer configs for G and D.
+        scheduler: optional `_partial_` LR scheduler config applied to both optimizers and
+            stepped with them; `total_iters` (e.g. PolynomialLR: linear decay to 0) is filled in
+            with each optimizer's number of steps in the run.
         latent_dim: size of the noise vector.
         image_shape: (C, H, W) of the images; None means "from the data".
         loss: `bce` (non-saturating) or `hinge`.
@@ -78,6 +82,7 @@ class GAN(LightningModule):
         discriminator: ConfigLike,
         optimizer_g: ConfigLike,
         optimizer_d: ConfigLike,
+        scheduler: ConfigLike = None,
         latent_dim: int = 128,
         image_shape: Sequence[int] | None = None,
         loss: str = "bce",
@@ -119,6 +124,7 @@ class GAN(LightningModule):
                 "discriminator": as_plain_dict(discriminator),
                 "optimizer_g": as_plain_dict(optimizer_g),
                 "optimizer_d": as_plain_dict(optimizer_d),
+                "scheduler": as_plain_dict(scheduler) if scheduler else None,
                 "latent_dim": latent_dim,
                 "image_shape": None if image_shape is None else [int(v) for v in image_shape],
                 "loss": loss,
@@ -262,6 +268,12 @@ class GAN(LightningModule):
             loss=self.hparams.loss,
             update_generator=update_generator,
         )
+        schedulers = self.lr_schedulers() if self.hparams.scheduler else None
+        if schedulers:
+            scheduler_g, scheduler_d = schedulers
+            scheduler_d.step()
+            if update_generator:
+                scheduler_g.step()
         if update_generator and self.generator_ema is not None:
             decay = ema_decay_at(self.hparams.ema_decay, int(self.ema_updates))
             update_ema(self.generator_ema, self.generator, decay)
@@ -315,11 +327,25 @@ class GAN(LightningModule):
         self.log("val/fid_best", self.val_fid_best.compute(), sync_dist=True)
 
     # ---- optimization -------------------------------------------------------------------------
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """[G's optimizer, D's optimizer]: the order `adversarial_step` expects."""
+    def configure_optimizers(self) -> Any:
+        """[G's optimizer, D's optimizer] (the order `adversarial_step` expects), plus their
+        LR schedulers when `scheduler` is set (stepped in `training_step`: manual optimization).
+        """
         make_g = hydra.utils.instantiate(self.hparams.optimizer_g)
         make_d = hydra.utils.instantiate(self.hparams.optimizer_d)
-        return [
+        optimizers = [
             make_g(params=self.generator.parameters()),
             make_d(params=self.discriminator.parameters()),
         ]
+        if not self.hparams.scheduler:
+            return optimizers
+        batches = int(self.trainer.estimated_stepping_batches)
+        steps = (max(1, batches // self.hparams.d_steps_per_g_step), batches)
+        make = hydra.utils.instantiate(self.hparams.scheduler)
+        func, keywords = getattr(make, "func", make), getattr(make, "keywords", {})
+        fill = "total_iters" in inspect.signature(func).parameters and "total_iters" not in keywords
+        schedulers = [
+            make(optimizer=opt, **({"total_iters": n} if fill else {}))
+            for opt, n in zip(optimizers, steps, strict=True)
+        ]
+        return optimizers, schedulers
