@@ -92,8 +92,11 @@ EXPECTED_CALLBACKS = {
         "LearningRateMonitor",
         "RichModelSummary",
         "AdversarialEvalCallback",
+        "CheckpointOnSigterm",
+        "RandomStateCheckpoint",
     },
     "adversarial_eval": {"AdversarialEvalCallback"},
+    "preemption": {"CheckpointOnSigterm", "RandomStateCheckpoint"},
     "advgan": {
         "ModelCheckpoint",
         "RichProgressBar",
