@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import Callback, Trainer
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader, TensorDataset
@@ -15,7 +18,10 @@ from advlab.attacks import build_attack, check_within_budget
 from advlab.attacks.advgan import AdvGANAttack
 from advlab.data import MNISTDataModule
 from advlab.errors import ConfigError
+from advlab.eval import evaluate
+from advlab.evaluation.measure import attack_batch
 from advlab.evaluation.runner import run_attack
+from advlab.evaluation.tally import JudgeTally
 from advlab.models import AdvGAN, RobustClassifier
 from advlab.models.advgan import cw_margin_loss
 from advlab.train import run, train
@@ -260,6 +266,32 @@ def test_advgan_and_pgd_run_through_the_same_suite_runner(advgan_ckpt, other_ckp
                 assert stats.robust_acc == 1.0
 
 
+def test_eval_report_scores_advgan_next_to_pgd(
+    advgan_ckpt, mnist_target_ckpt, mnist_dir, tmp_path
+) -> None:
+    from tests.test_eval import TINY_EVAL
+
+    GlobalHydra.instance().clear()
+    with initialize(version_base="1.3", config_path="../configs"):
+        cfg = compose("eval", return_hydra_config=True, overrides=[
+            *TINY_EVAL, "suite=mnist_advgan", f"ckpt_path={mnist_target_ckpt}", "logger=none",
+            f"suite.attacks.advgan.attack.ckpt_path={advgan_ckpt}",
+        ])  # fmt: skip
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.data.data_dir = str(mnist_dir)
+        cfg.data.download = False
+        cfg.data.val_size = 16
+        del cfg.hydra
+    GlobalHydra.instance().clear()
+    report = evaluate(cfg)
+    runs = {(r["attack"], r["eps"]): r for r in report["results"]}
+    assert {("advgan", 0.1), ("advgan", 0.2), ("advgan", 0.3), ("pgd", 0.3)} <= set(runs)
+    assert runs[("advgan", 0.3)]["label"] == "AdvGANAttack"
+    assert runs[("advgan", 0.1)]["linf_max"] <= 0.1 + 1e-6
+
+
 # ---- bad input -----------------------------------------------------------------------------------
 def test_missing_or_wrong_target_is_one_clear_error(target_ckpt, advgan_ckpt, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"^model.target_ckpt is required: a model=robust"):
@@ -375,3 +407,24 @@ def test_train_py_trains_advgan_on_two_cpu_processes(
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 4  # 2 batches x (D step + G step)
     assert (run_dir / "adversarial_examples" / "epoch_000.png").is_file()
+
+
+def test_tally_of_two_shards_equals_the_tally_of_the_whole_batch(target_ckpt) -> None:
+    model = make_advgan(target_ckpt, target_class=3)
+    x, y = toy_digits(20, seed=7)
+    attack = lambda images, _: model.perturb(images)  # noqa: E731
+
+    def outcome(sl: slice):
+        return attack_batch(model.target, attack, x[sl], y[sl], 0.3, "Linf")
+
+    whole, first, second = (JudgeTally(["target"], target_class=3) for _ in range(3))
+    whole.add("target", outcome(slice(None)))
+    first.add("target", outcome(slice(0, 13)))
+    second.add("target", outcome(slice(13, None)))
+    other_rank = iter([second.stats["target"].to_tensor(), second.targeted["target"]])
+    sharded = first.reduce(lambda t: torch.stack([t, next(other_rank)]), "cpu")["target"]
+    single = whole.reduce(lambda t: t.unsqueeze(0), "cpu")["target"]
+    for key in ("success_rate", "robust_acc", "clean_acc", "l2_mean", "linf_max",
+                "targeted_success_rate"):  # fmt: skip
+        assert sharded[key] == pytest.approx(single[key]), key
+    assert sharded["count"] == 20

@@ -17,7 +17,8 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from advlab.attacks.build import as_plain_dict
 from advlab.errors import ConfigError
-from advlab.evaluation.measure import AttackOutcome, AttackStats, attack_batch
+from advlab.evaluation.measure import attack_batch
+from advlab.evaluation.tally import JudgeTally
 from advlab.models.frozen_classifier import FrozenClassifier, load_classifier_net
 from advlab.models.gan_step import GAN_LOSSES, adversarial_step, refuse_non_finite_weights
 
@@ -27,6 +28,8 @@ STATS = ("loss_d", "loss_g", "loss_adv", "loss_hinge", "fooled", "d_real", "d_fa
          "grad_norm_d", "grad_norm_g")  # fmt: skip
 #: name of the target classifier in the logged metrics; transfer classifiers log under their own
 TARGET = "target"
+#: perturbation sizes logged for the target's examples (the same for every judge)
+NORMS = ("linf_mean", "linf_max", "l2_mean", "l2_max")
 PERTURB_CHUNK = 1000
 
 
@@ -104,10 +107,10 @@ class AdvGAN(LightningModule):
         target_ckpt: str | None = None,
         eps: float = 0.3,
         target_class: int | None = None,
-        kappa: float = 0.0,
-        gan_weight: float = 1.0,
+        kappa: float = 2.0,
+        gan_weight: float = 0.1,
         hinge_weight: float = 1.0,
-        hinge_bound: float = 3.0,
+        hinge_bound: float = 5.0,
         loss: str = "bce",
         d_steps_per_g_step: int = 1,
         image_shape: Sequence[int] | None = None,
@@ -175,8 +178,7 @@ class AdvGAN(LightningModule):
         self._transfers_loaded = False
         self.train_stats = nn.ModuleDict({name: MeanMetric() for name in STATS})
         self.val_success_rate_best = MaxMetric()
-        self._stats: dict[str, AttackStats] = {}
-        self._targeted_hits: dict[str, torch.Tensor] = {}
+        self._tally = JudgeTally([TARGET])
         if image_shape is not None:
             self.build_networks(image_shape)
 
@@ -339,8 +341,8 @@ class AdvGAN(LightningModule):
     def _start_evaluation(self) -> None:
         for net in self.transfer.values():  # not submodules: Lightning does not move them
             net.to(self.device)
-        self._stats = {name: AttackStats() for name in self._judges()}
-        self._targeted_hits = {name: torch.zeros(2, dtype=torch.float64) for name in self._judges()}
+        judges = [TARGET, *self.transfer]  # the same order on every process
+        self._tally = JudgeTally(judges, target_class=self.hparams.target_class)
 
     def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         """Perturb once, score the same x_adv against the target and every transfer classifier."""
@@ -349,46 +351,25 @@ class AdvGAN(LightningModule):
         where = f"model=advgan ({stage})"
         outcome = attack_batch(self.target, lambda images, _: self.perturb(images), x, y, eps,
                                "Linf", where=where)  # fmt: skip
-        outcomes = {TARGET: outcome}
-        x_adv = outcome.x_adv
+        self._tally.add(TARGET, outcome)
         for name, judge in self.transfer.items():
-            outcomes[name] = attack_batch(judge, lambda *_: x_adv, x, y, eps, "Linf", where=where)
-        for name, result in outcomes.items():
-            self._stats[name] = self._stats[name].add(result.stats)
-            if self.hparams.target_class is not None:
-                self._targeted_hits[name] += self._count_targeted(result)
-
-    def _count_targeted(self, outcome: AttackOutcome) -> torch.Tensor:
-        """(images now classified as the target class, images not of that class to begin with)."""
-        target_class = self.hparams.target_class
-        eligible = outcome.y != target_class
-        hits = eligible & (outcome.pred_adv == target_class)
-        return torch.tensor([float(hits.sum()), float(eligible.sum())], dtype=torch.float64)
+            seen = attack_batch(judge, lambda *_: outcome.x_adv, x, y, eps, "Linf", where=where)
+            self._tally.add(name, seen)
 
     def _log_evaluation(self, stage: str) -> float:
         """Reduce the sums over processes and log them; returns the target's success rate."""
-        gather = self.trainer.strategy.all_gather
-        metrics: dict[str, float] = {}
-        success = float("nan")
-        for name in self._judges():
-            total = AttackStats.reduce(gather(self._stats[name].to_tensor(self.device)))
-            numbers = total.summary()
-            prefix = f"{stage}/" if name == TARGET else f"{stage}/{name}/"
-            keep = ["success_rate", "robust_acc", "clean_acc"]
-            if name == TARGET:
-                keep += ["linf_mean", "linf_max", "l2_mean", "l2_max"]
-                success = numbers["success_rate"]
-            metrics.update({prefix + key: numbers[key] for key in keep})
-            if self.hparams.target_class is not None:
-                hits, eligible = (
-                    gather(self._targeted_hits[name].to(self.device)).reshape(-1, 2).sum(0)
-                )
-                metrics[prefix + "targeted_success_rate"] = float(hits / eligible.clamp_min(1))
+        summaries = self._tally.reduce(self.trainer.strategy.all_gather, self.device)
+        keep = ["robust_acc", "clean_acc"]
+        if self.hparams.target_class is not None:
+            keep.append("targeted_success_rate")
+        metrics = {f"{stage}/{name}/{key}": summaries[name][key]
+                   for name in self.transfer for key in ["success_rate", *keep]}  # fmt: skip
+        target = summaries[TARGET]
+        metrics.update({f"{stage}/{key}": target[key] for key in keep + list(NORMS)})
         # every rank holds the same reduced numbers; sync_dist only keeps Lightning from warning
-        self.log(f"{stage}/success_rate", metrics.pop(f"{stage}/success_rate"), prog_bar=True,
-                 sync_dist=True)  # fmt: skip
+        self.log(f"{stage}/success_rate", target["success_rate"], prog_bar=True, sync_dist=True)
         self.log_dict(metrics, sync_dist=True)
-        return success
+        return target["success_rate"]
 
     def on_validation_epoch_start(self) -> None:
         self._start_evaluation()
