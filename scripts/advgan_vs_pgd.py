@@ -77,12 +77,13 @@ def run(attack: Any, model: torch.nn.Module, batches, eps: float, where: str) ->
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
+    classifiers = named_paths(args.classifier)
     device = torch.device(args.device)
     datamodule = DATA[args.data](data_dir=args.data_dir, download=False, val_size=0)
     batches = test_batches(datamodule, args.n, args.batch_size, device)
     pgd_cfg = OmegaConf.to_container(OmegaConf.load(args.pgd), resolve=True)
     results: dict[str, Any] = {}
-    for name, path in named_paths(args.classifier).items():
+    for name, path in classifiers.items():
         _, net = load_classifier_net(path, where=f"--classifier {name}")
         model = FrozenClassifier(net).to(device)
         advgan = AdvGANAttack(model, ckpt_path=args.advgan, eps=pgd_cfg["eps"])

@@ -428,3 +428,29 @@ def test_tally_of_two_shards_equals_the_tally_of_the_whole_batch(target_ckpt) ->
                 "targeted_success_rate"):  # fmt: skip
         assert sharded[key] == pytest.approx(single[key]), key
     assert sharded["count"] == 20
+
+
+def test_advgan_vs_pgd_script_scores_both_on_every_classifier(
+    advgan_ckpt, mnist_target_ckpt, target_ckpt, mnist_dir, tmp_path
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "advgan_vs_pgd", REPO_ROOT / "scripts" / "advgan_vs_pgd.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    pgd = tmp_path / "pgd2.yaml"
+    pgd.write_text("_target_: torchattacks.PGD\neps: 0.3\nalpha: 0.1\nsteps: 2\n")
+    results = script.main([
+        "--advgan", str(advgan_ckpt), "--classifier", f"mnist={mnist_target_ckpt}",
+        "--classifier", f"toy={target_ckpt}", "--data-dir", str(mnist_dir), "--n", "16",
+        "--batch-size", "8", "--pgd", str(pgd), "--json", str(tmp_path / "out.json"),
+    ])  # fmt: skip
+    assert set(results) == {"mnist", "toy"}
+    for row in results.values():
+        assert row["advgan"]["count"] == row["pgd"]["count"] == 16
+        assert row["advgan"]["linf_max"] <= 0.3 + 1e-6 and row["speedup"] > 0
+    assert (tmp_path / "out.json").is_file()
+    with pytest.raises(SystemExit, match="is not NAME=PATH"):
+        script.main(["--advgan", str(advgan_ckpt), "--classifier", "no-name"])
