@@ -186,7 +186,7 @@ class AdvGAN(LightningModule):
     def build_networks(self, image_shape: Sequence[int]) -> None:
         """Instantiate G and D for `image_shape` and check that the target takes such images."""
         shape = tuple(int(v) for v in image_shape)
-        num_classes = self.target.num_classes(shape, where="model.target_ckpt")
+        num_classes = self.target.probe_num_classes(shape, where="model.target_ckpt")
         target_class = self.hparams.target_class
         if target_class is not None and target_class >= num_classes:
             raise ConfigError(
@@ -236,7 +236,9 @@ class AdvGAN(LightningModule):
                 f"but {name} images are {tuple(dims)} (channels, height, width)"
             )
         classes = getattr(datamodule, "num_classes", None)
-        target_classes = self.target.num_classes(self.hparams.image_shape, "model.target_ckpt")
+        target_classes = self.target.probe_num_classes(
+            self.hparams.image_shape, "model.target_ckpt"
+        )
         if classes is not None and classes != target_classes:
             raise ConfigError(
                 f"the target classifier (model.target_ckpt) has {target_classes} classes but "
@@ -247,7 +249,7 @@ class AdvGAN(LightningModule):
                 where = f"model.transfer_ckpts.{key}"
                 _, net = load_classifier_net(path, where=where)
                 self.transfer[key] = FrozenClassifier(net)
-                self.transfer[key].num_classes(self.hparams.image_shape, where=where)
+                self.transfer[key].probe_num_classes(self.hparams.image_shape, where=where)
             self._transfers_loaded = True
 
     def setup(self, stage: str) -> None:

@@ -35,7 +35,7 @@ class FrozenClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def num_classes(self, image_shape: Sequence[int], where: str) -> int:
+    def probe_num_classes(self, image_shape: Sequence[int], where: str) -> int:
         """Logits per image for images of `image_shape`; one line when the net does not fit them."""
         first = next(self.net.parameters(), None)
         probe = torch.rand(2, *image_shape, device=first.device if first is not None else "cpu")
