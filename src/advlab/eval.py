@@ -217,6 +217,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
         def show(label: str, done: int, total: int) -> None:
             progress.update(task, description=label, completed=done, total=total)
+            log.info(f"[{done}/{total} batches] {label}")  # the bar does not reach log files
 
         report = evaluate_robustness(
             model, batches, entries, settings, budget=eps, headline=HEADLINE, progress=show
