@@ -412,6 +412,7 @@ def test_sample_script_writes_png_and_tensor(tmp_path: Path) -> None:
         script.main(["--ckpt", str(tmp_path / "missing.ckpt")])
 
 
+@pytest.mark.slow  # two processes each import torch and Lightning: ~40 s on 2 busy cores
 def test_train_py_trains_the_gan_on_two_cpu_processes(mnist_dir: Path, tmp_path: Path) -> None:
     from tests.test_train import _run_train_py
 
