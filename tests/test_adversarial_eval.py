@@ -212,3 +212,19 @@ def test_ddp_sim_numbers_equal_single_process_numbers(mnist_dir: Path, tmp_path:
         assert ddp[key] == single[key], key
     for key in (k for k in single if "_mean" in k or "_max" in k):
         assert ddp[key] == pytest.approx(single[key], rel=1e-5), key
+
+
+def test_callback_does_not_change_the_training_run(compose_train) -> None:
+    """Its attacks draw random starts from a forked RNG: training is the same with or without it."""
+    runs = {}
+    for name, overrides in (("with", []), ("without", ["callbacks.adversarial_eval=null"])):
+        cfg = compose_train("logger=none", "test=false", "seed=3", *overrides)
+        if cfg.callbacks.get("adversarial_eval"):
+            _tiny_fit(cfg, epochs=2)
+        with open_dict(cfg):
+            cfg.trainer.max_epochs, cfg.trainer.limit_train_batches = 2, 2
+        runs[name] = train(cfg)
+    assert "adv/pgd/eps0.3/robust_acc" in runs["with"]
+    assert "adv/pgd/eps0.3/robust_acc" not in runs["without"]
+    for metric in ("train/loss", "val/loss", "val/robust_acc"):
+        assert runs["with"][metric] == runs["without"][metric], metric

@@ -51,6 +51,9 @@ class AdversarialEvalCallback(Callback):
             `save_dir/epoch_XXX/`, e.g. for transfer attacks.
         save_dir: folder for `save_batches`.
         prefix: metric-name prefix.
+        seed: seed of the attacks' random starts. The attacks draw from a forked RNG, so
+            switching this callback on or off does not change the training run, and every
+            epoch is attacked with the same random starts.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class AdversarialEvalCallback(Callback):
         save_batches: bool = False,
         save_dir: str | None = None,
         prefix: str = "adv",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         where = "callbacks.adversarial_eval"
@@ -80,6 +84,7 @@ class AdversarialEvalCallback(Callback):
         self.save_batches = save_batches
         self.save_dir = Path(save_dir) if save_dir else None
         self.prefix = prefix
+        self.seed = seed
         self._images: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self._quota = 0
@@ -133,14 +138,17 @@ class AdversarialEvalCallback(Callback):
         metrics: dict[str, float] = {}
         shown: list[str] = []
         clean: AttackStats | None = None
-        for entry in self.entries:
-            for eps in entry.epsilons:
-                stats = self._attack(trainer, pl_module, entry, eps, batches, predictions)
-                clean = clean or stats
-                key = f"{self.prefix}/{entry.name}/eps{format_eps(eps)}"
-                summary = stats.summary()
-                metrics.update({f"{key}/{name}": summary[name] for name in LOGGED})
-                shown.append(f"{entry.name}@{format_eps(eps)} {100 * stats.robust_acc:.1f}%")
+        device = pl_module.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed + trainer.global_rank)
+            for entry in self.entries:
+                for eps in entry.epsilons:
+                    stats = self._attack(trainer, pl_module, entry, eps, batches, predictions)
+                    clean = clean or stats
+                    key = f"{self.prefix}/{entry.name}/eps{format_eps(eps)}"
+                    summary = stats.summary()
+                    metrics.update({f"{key}/{name}": summary[name] for name in LOGGED})
+                    shown.append(f"{entry.name}@{format_eps(eps)} {100 * stats.robust_acc:.1f}%")
         seconds = time.perf_counter() - start
         epoch = time.perf_counter() - (self._epoch_start or start)
         share = seconds / epoch if epoch > 0 else 1.0
