@@ -51,6 +51,19 @@ def test_cifar10_reads_pickle_batches(cifar_dir: Path) -> None:
     assert images.min() >= 0.0 and images.max() <= 1.0
 
 
+def test_loaders_fetch_whole_batches_equal_to_item_by_item(mnist_dir: Path) -> None:
+    """Batched fetching (one indexing op per tensor) gives the batches per-item fetching gives."""
+    dm = _setup(MNISTDataModule(str(mnist_dir), batch_size=8, val_size=16, download=False))
+    assert callable(getattr(dm.data_train, "__getitems__", None))  # Subset passes it through
+    fetched = list(dm.val_dataloader())
+    images, labels = dm.data_val.dataset.tensors
+    indices = torch.as_tensor(dm.data_val.indices)
+    assert torch.equal(torch.cat([b[0] for b in fetched]), images[indices])
+    assert torch.equal(torch.cat([b[1] for b in fetched]), labels[indices])
+    single = [dm.data_val[i] for i in range(3)]
+    assert single[0][0].shape == (1, 28, 28) and single[0][1].dim() == 0
+
+
 def test_split_is_fixed_by_split_seed(mnist_dir: Path) -> None:
     def val_indices(seed: int) -> list[int]:
         dm = _setup(MNISTDataModule(str(mnist_dir), val_size=16, split_seed=seed, download=False))

@@ -7,9 +7,10 @@ from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, random_split
 
 from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
+from advlab.data.in_memory import BatchedTensorDataset, keep_batch
 from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesMissingError
 
@@ -139,11 +140,11 @@ class VisionDataModule(LightningDataModule):
                 f"data.val_size={self.hparams.val_size} leaves no training images "
                 f"({len(train_labels)} in the training files)"
             )
-        full_train = TensorDataset(train_images, train_labels)
+        full_train = BatchedTensorDataset(train_images, train_labels)
         lengths = [len(full_train) - self.hparams.val_size, self.hparams.val_size]
         split_rng = torch.Generator().manual_seed(self.hparams.split_seed)
         self.data_train, self.data_val = random_split(full_train, lengths, generator=split_rng)
-        self.data_test = TensorDataset(test_images, test_labels)
+        self.data_test = BatchedTensorDataset(test_images, test_labels)
 
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         try:
@@ -168,6 +169,7 @@ class VisionDataModule(LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
+            collate_fn=keep_batch,  # whole batches from memory, one indexing op per tensor
             # its own generator: creating a loader iterator then draws nothing from the global
             # one, which a mid-epoch resume would otherwise replay out of order
             generator=torch.Generator().manual_seed(0),

@@ -112,7 +112,8 @@ class RobustClassifier(LightningModule):
 
         self.train_loss = MeanMetric()
         num_classes = getattr(self.net, "num_classes", None) or self._infer_num_classes()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # no per-step input checks in the hot loop (labels come from the DataModule)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_robust_acc = MulticlassAccuracy(num_classes, average="micro")
