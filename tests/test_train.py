@@ -129,6 +129,14 @@ def test_unknown_test_ckpt_choice_is_refused_before_training(compose_train) -> N
         train(cfg)
 
 
+def test_checkpoint_on_robust_accuracy_without_a_val_attack_is_refused(compose_train) -> None:
+    cfg = compose_train("model.val_attack=null")
+    with pytest.raises(ConfigError, match=r"ModelCheckpoint monitors val/robust_acc, which model"):
+        train(cfg)
+    fixed = compose_train("model.val_attack=null", "callbacks.model_checkpoint.monitor=val/acc")
+    assert "val/acc" in train(fixed)
+
+
 def test_ckpt_path_last_without_a_checkpoint_is_refused(compose_train) -> None:
     cfg = compose_train("ckpt_path=last")
     with pytest.raises(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 
 from advlab.data import VisionDataModule
 from advlab.errors import ConfigError
@@ -43,3 +43,22 @@ def check_batch_divides(datamodule: LightningDataModule, trainer: Trainer) -> No
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def check_monitored_metrics_are_measured(model: LightningModule, callbacks: list[Callback]) -> None:
+    """A callback that monitors the robust accuracy needs a model that measures it.
+
+    Without this, `model.val_attack=null` trains a whole epoch and then ModelCheckpoint stops
+    the run with a traceback about a missing key.
+    """
+    hparams = getattr(model, "hparams", {})
+    if "val_attack" not in hparams or hparams["val_attack"] is not None:
+        return
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor.startswith("val/robust_acc"):
+            raise ConfigError(
+                f"{type(callback).__name__} monitors {monitor}, which model.val_attack=null "
+                f"does not measure: monitor val/acc instead "
+                f"(callbacks.model_checkpoint.monitor=val/acc, as experiment=mnist_clean does)"
+            )

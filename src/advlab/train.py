@@ -15,7 +15,12 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from advlab.errors import AdvlabError, ConfigError
-from advlab.preflight import check_batch_divides, check_choice, check_model_fits_data
+from advlab.preflight import (
+    check_batch_divides,
+    check_choice,
+    check_model_fits_data,
+    check_monitored_metrics_are_measured,
+)
 from advlab.utils import get_logger, instantiate, instantiate_callbacks, instantiate_loggers
 from advlab.utils.config_tree import print_config_tree
 from advlab.utils.ddp_launch import use_job_command_for_ddp_children
@@ -114,6 +119,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers: list[Logger] = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger; logger=none is valid
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    check_monitored_metrics_are_measured(model, callbacks)
     strategy = _strategy_for(model, cfg.trainer.get("strategy"))
     use_job_command_for_ddp_children()  # DDP ranks > 0 re-run this job, not the whole sweep
     trainer: Trainer = instantiate(
