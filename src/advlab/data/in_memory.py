@@ -9,8 +9,6 @@ tensor; `keep_batch` is the matching collate function.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils.data import TensorDataset
 
@@ -27,8 +25,6 @@ class BatchedTensorDataset(TensorDataset):
         return tuple(tensor[index] for tensor in self.tensors)
 
 
-def keep_batch(batch: Any) -> Any:
+def keep_batch(batch: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
     """Collate function for `BatchedTensorDataset`: the batch arrives already stacked."""
-    if isinstance(batch, tuple) and all(isinstance(t, torch.Tensor) for t in batch):
-        return list(batch)
-    return torch.utils.data.default_collate(batch)
+    return list(batch)

@@ -322,13 +322,14 @@ class GAN(LightningModule):
         values = self._quality.compute()
         self._quality.reset()
         self.val_fid_best(values["fid"])
+        best = self.val_fid_best.compute()
         self.log("val/fid", values["fid"], prog_bar=True, sync_dist=True)
         self.log("val/kid", values["kid"], sync_dist=True)
-        self.log("val/fid_best", self.val_fid_best.compute(), sync_dist=True)
+        self.log("val/fid_best", best, sync_dist=True)
         # also in the text log: progress bars do not reach log files (SLURM, nohup)
         log.info(
             f"epoch {self.current_epoch}: FID {float(values['fid']):.2f}, "
-            f"KID {float(values['kid']):.4f} (best FID {float(self.val_fid_best.compute()):.2f})"
+            f"KID {float(values['kid']):.4f} (best FID {float(best):.2f})"
         )
 
     # ---- optimization -------------------------------------------------------------------------
