@@ -130,10 +130,12 @@ def test_unknown_test_ckpt_choice_is_refused_before_training(compose_train) -> N
 
 
 def test_checkpoint_on_robust_accuracy_without_a_val_attack_is_refused(compose_train) -> None:
-    cfg = compose_train("model.val_attack=null")
+    cfg = compose_train("logger=none", "model.val_attack=null")
     with pytest.raises(ConfigError, match=r"ModelCheckpoint monitors val/robust_acc, which model"):
         train(cfg)
-    fixed = compose_train("model.val_attack=null", "callbacks.model_checkpoint.monitor=val/acc")
+    fixed = compose_train(
+        "logger=none", "model.val_attack=null", "callbacks.model_checkpoint.monitor=val/acc"
+    )
     assert "val/acc" in train(fixed)
 
 
