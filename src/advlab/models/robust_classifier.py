@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from advlab.attacks import EpsilonSchedule, build_attack
 from advlab.attacks.build import as_plain_dict, validate_attack_config
 from advlab.errors import ConfigError
 from advlab.models.objectives import OBJECTIVES
+from advlab.models.regularizers import local_linearity_error
 
 ConfigLike = Mapping[str, Any] | DictConfig | None
 
@@ -47,6 +49,12 @@ class RobustClassifier(LightningModule):
         scheduler_interval: `step` or `epoch`.
         trades_beta: weight of the TRADES robustness term.
         eps_warmup_epochs: epochs over which the training budget grows linearly from 0.
+        linearity_weight: weight of the local-linearity penalty (ELLE, `regularizers.py`) added
+            to the training loss at the training attack's current eps; 0 = off. It keeps
+            single-step training (`fgsm_rs`) from masking gradients.
+        linearity_fraction: share of each batch the penalty is computed on (its cost is one
+            forward/backward pass on 3x that many images; batches are shuffled, so the first
+            images are a random subset).
         val_robust_batches: validation batches attacked per epoch (-1: all of them).
         channels_last: keep the network and batches in channels-last memory format (faster
             convolutions on recent GPUs).
@@ -66,6 +74,8 @@ class RobustClassifier(LightningModule):
         scheduler_interval: str = "step",
         trades_beta: float = 6.0,
         eps_warmup_epochs: float = 0.0,
+        linearity_weight: float = 0.0,
+        linearity_fraction: float = 1.0,
         val_robust_batches: int = -1,
         channels_last: bool = False,
         compile: bool = False,
@@ -78,6 +88,16 @@ class RobustClassifier(LightningModule):
         if scheduler_interval not in ("step", "epoch"):
             raise ConfigError(
                 f"model.scheduler_interval={scheduler_interval!r} is not step or epoch"
+            )
+        if linearity_weight < 0:
+            raise ConfigError(f"model.linearity_weight must be >= 0, got {linearity_weight}")
+        if linearity_weight > 0 and method == "clean":
+            raise ConfigError(
+                "model.linearity_weight needs a training attack (its eps); method=clean has none"
+            )
+        if not 0 < linearity_fraction <= 1:
+            raise ConfigError(
+                f"model.linearity_fraction must be in (0, 1], got {linearity_fraction}"
             )
         if optimizer is None:
             raise ConfigError("model.optimizer is required (a _partial_ torch.optim config)")
@@ -100,6 +120,8 @@ class RobustClassifier(LightningModule):
                 "scheduler_interval": scheduler_interval,
                 "trades_beta": trades_beta,
                 "eps_warmup_epochs": eps_warmup_epochs,
+                "linearity_weight": linearity_weight,
+                "linearity_fraction": linearity_fraction,
                 "val_robust_batches": val_robust_batches,
                 "channels_last": channels_last,
                 "compile": compile,
@@ -187,6 +209,11 @@ class RobustClassifier(LightningModule):
                 "train/eps_factor", self._warmup.update(progress), on_step=True, on_epoch=False
             )
         loss, logits = self.objective(self.net, attack, x, y, beta=self.hparams.trades_beta)
+        if self.hparams.linearity_weight > 0:
+            m = math.ceil(self.hparams.linearity_fraction * x.shape[0])
+            lin_err = local_linearity_error(self.net, x[:m], y[:m], float(attack.eps))
+            self.log("train/lin_err", lin_err.detach(), on_step=False, on_epoch=True)
+            loss = loss + self.hparams.linearity_weight * lin_err
         self.train_loss(loss.detach())
         self.train_acc(logits.detach(), y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)

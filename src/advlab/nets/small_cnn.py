@@ -9,6 +9,13 @@ from torch import nn
 
 from advlab.nets.normalize import Normalize
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+}
+
 
 class SmallCNN(nn.Module):
     """Two conv blocks (each: conv-ReLU-conv-ReLU-maxpool) and a two-layer MLP head.
@@ -24,6 +31,8 @@ class SmallCNN(nn.Module):
         hidden: width of the hidden fully connected layers.
         batch_norm: BatchNorm after every convolution (faster, more stable training).
         dropout: dropout probability before each hidden fully connected layer (0 = off).
+        activation: one of `ACTIVATIONS` (smooth ones give attacks, and single-step training,
+            informative gradients where ReLU's are piecewise constant).
         mean, std: per-channel statistics used by the built-in `Normalize`.
     """
 
@@ -36,31 +45,41 @@ class SmallCNN(nn.Module):
         hidden: int = 200,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        activation: str = "relu",
         mean: Sequence[float] = (0.1307,),
         std: Sequence[float] = (0.3081,),
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.net.activation={activation!r} is not one of {sorted(ACTIVATIONS)}"
+            )
+        act = ACTIVATIONS[activation]
         c1, c2 = channels
         self.in_channels = in_channels
         self.image_size = image_size
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
-            *self._conv(in_channels, c1, batch_norm), *self._conv(c1, c1, batch_norm), nn.MaxPool2d(2),
-            *self._conv(c1, c2, batch_norm), *self._conv(c2, c2, batch_norm), nn.MaxPool2d(2),
+            *self._conv(in_channels, c1, batch_norm, act), *self._conv(c1, c1, batch_norm, act),
+            nn.MaxPool2d(2),
+            *self._conv(c1, c2, batch_norm, act), *self._conv(c2, c2, batch_norm, act),
+            nn.MaxPool2d(2),
         )  # fmt: skip
         side = ((image_size - 4) // 2 - 4) // 2
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Dropout(dropout), nn.Linear(c2 * side * side, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(c2 * side * side, hidden), act(),
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), act(),
             nn.Linear(hidden, num_classes),
         )  # fmt: skip
 
     @staticmethod
-    def _conv(in_channels: int, out_channels: int, batch_norm: bool) -> list[nn.Module]:
+    def _conv(
+        in_channels: int, out_channels: int, batch_norm: bool, act: type[nn.Module]
+    ) -> list[nn.Module]:
         conv = nn.Conv2d(in_channels, out_channels, 3, bias=not batch_norm)
         norm = [nn.BatchNorm2d(out_channels)] if batch_norm else []
-        return [conv, *norm, nn.ReLU(inplace=True)]
+        return [conv, *norm, act()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x)))
