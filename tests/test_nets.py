@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.nets import SmallCNN
+from advlab.nets import SmallCNN, StridedCNN
 from advlab.nets.small_cnn import ACTIVATIONS
 
 
@@ -33,3 +33,25 @@ def test_relu_and_silu_networks_differ_only_in_activation() -> None:
 def test_unknown_activation_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match=r"model.net.activation='tanh' is not one of \['gelu'"):
         SmallCNN(activation="tanh")
+
+
+@pytest.mark.parametrize(("pooling", "kind"), [("max", nn.MaxPool2d), ("avg", nn.AvgPool2d)])
+def test_small_cnn_pooling_knob(pooling: str, kind: type[nn.Module]) -> None:
+    net = SmallCNN(channels=(4, 8), hidden=16, pooling=pooling)
+    assert sum(isinstance(m, kind) for m in net.modules()) == 2
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"model.net.pooling='min' is not one of \['avg', 'max'\]"):
+        SmallCNN(pooling="min")
+
+
+def test_strided_cnn_halves_the_image_twice_without_pooling() -> None:
+    net = StridedCNN(channels=(16, 32), hidden=100)
+    x = torch.rand(5, 1, 28, 28)
+    assert net.features(net.normalize(x)).shape == (5, 32, 7, 7)
+    assert net(x).shape == (5, 10)
+    assert net.features_penultimate(x).shape == (5, 100)
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in net.modules())
+    # Wong et al.'s network: 16*1*4*4+16 + 32*16*4*4+32 + 1568*100+100 + 100*10+10 parameters
+    assert sum(p.numel() for p in net.parameters()) == 166_406
+    with pytest.raises(ValueError, match="divisible by 4, got 30"):
+        StridedCNN(image_size=30)

@@ -5,6 +5,7 @@ from advlab.nets.normalize import Normalize
 from advlab.nets.perturbation import PerturbationGenerator
 from advlab.nets.preact_resnet import PreActResNet18
 from advlab.nets.small_cnn import SmallCNN
+from advlab.nets.strided_cnn import StridedCNN
 
 __all__ = [
     "DCGANDiscriminator",
@@ -13,4 +14,5 @@ __all__ = [
     "PerturbationGenerator",
     "PreActResNet18",
     "SmallCNN",
+    "StridedCNN",
 ]

@@ -17,6 +17,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+POOLINGS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
 class SmallCNN(nn.Module):
     """Two conv blocks (each: conv-ReLU-conv-ReLU-maxpool) and a two-layer MLP head.
 
@@ -33,6 +36,8 @@ class SmallCNN(nn.Module):
         dropout: dropout probability before each hidden fully connected layer (0 = off).
         activation: one of `ACTIVATIONS` (smooth ones give attacks, and single-step training,
             informative gradients where ReLU's are piecewise constant).
+        pooling: `max` or `avg` after each conv block (average pooling passes gradient to every
+            pixel of a window, max pooling only to the largest).
         mean, std: per-channel statistics used by the built-in `Normalize`.
     """
 
@@ -46,6 +51,7 @@ class SmallCNN(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.0,
         activation: str = "relu",
+        pooling: str = "max",
         mean: Sequence[float] = (0.1307,),
         std: Sequence[float] = (0.3081,),
     ) -> None:
@@ -54,16 +60,18 @@ class SmallCNN(nn.Module):
             raise ValueError(
                 f"model.net.activation={activation!r} is not one of {sorted(ACTIVATIONS)}"
             )
-        act = ACTIVATIONS[activation]
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.net.pooling={pooling!r} is not one of {sorted(POOLINGS)}")
+        act, pool = ACTIVATIONS[activation], POOLINGS[pooling]
         c1, c2 = channels
         self.in_channels = in_channels
         self.image_size = image_size
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
             *self._conv(in_channels, c1, batch_norm, act), *self._conv(c1, c1, batch_norm, act),
-            nn.MaxPool2d(2),
+            pool(2),
             *self._conv(c1, c2, batch_norm, act), *self._conv(c2, c2, batch_norm, act),
-            nn.MaxPool2d(2),
+            pool(2),
         )  # fmt: skip
         side = ((image_size - 4) // 2 - 4) // 2
         self.head = nn.Sequential(
