@@ -17,7 +17,6 @@ next to the recipe's:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -72,8 +71,7 @@ def main() -> None:
             attack.eps, attack.alpha = EPS * ramp, ALPHA * ramp
             loss = F.cross_entropy(net(attack(x, y)), y)
             if args.linearity_weight > 0:
-                m = math.ceil(args.linearity_fraction * len(x))
-                lin_err = local_linearity_error(net, x[:m], y[:m], attack.eps)
+                lin_err = local_linearity_error(net, x, y, attack.eps, args.linearity_fraction)
                 loss = loss + args.linearity_weight * lin_err
             optimizer.zero_grad()
             loss.backward()

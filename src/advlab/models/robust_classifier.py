@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -210,8 +209,9 @@ class RobustClassifier(LightningModule):
             )
         loss, logits = self.objective(self.net, attack, x, y, beta=self.hparams.trades_beta)
         if self.hparams.linearity_weight > 0:
-            m = math.ceil(self.hparams.linearity_fraction * x.shape[0])
-            lin_err = local_linearity_error(self.net, x[:m], y[:m], float(attack.eps))
+            lin_err = local_linearity_error(
+                self.net, x, y, float(attack.eps), self.hparams.linearity_fraction
+            )
             self.log("train/lin_err", lin_err.detach(), on_step=False, on_epoch=True)
             loss = loss + self.hparams.linearity_weight * lin_err
         self.train_loss(loss.detach())
