@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advlab.errors import ConfigError
-from advlab.models.regularizers import local_linearity_error
+from advlab.models.regularizers import AdaptiveLinearityWeight, local_linearity_error
 from tests.test_robust_classifier import fixed_batch, make_model
 
 
@@ -88,3 +88,81 @@ def test_bad_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         make_model(method, linearity_weight=weight, linearity_fraction=fraction)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"linearity_schedule": "cyclic"},
+            r"model.linearity_schedule='cyclic' is not one of "
+            r"constant, adaptive",
+        ),
+        ({"linearity_decay": 0.0}, r"model.linearity_decay must be in \(0, 1\], got 0.0"),
+        ({"linearity_decay": 1.5}, r"model.linearity_decay must be in \(0, 1\], got 1.5"),
+        ({"linearity_sensitivity": -1.0}, r"model.linearity_sensitivity must be >= 0, got -1.0"),
+    ],
+)
+def test_bad_adaptive_settings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_model("fgsm_rs", linearity_weight=1.0, **kwargs)
+
+
+def weights_for(values: list[float], schedule: AdaptiveLinearityWeight) -> list[float]:
+    return [schedule.step(torch.tensor(v)).item() for v in values]
+
+
+def test_adaptive_weight_is_off_until_a_spike_then_decays() -> None:
+    schedule = AdaptiveLinearityWeight(max_weight=10.0, decay=0.5, sensitivity=2.0)
+    steady = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95]
+    assert weights_for(steady, schedule) == [0.0] * 6
+    # the spike's own step still uses the earlier weight; the next ones get 10, 5, 2.5
+    assert weights_for([3.0, 1.0, 1.0, 1.0], schedule) == pytest.approx([0.0, 10.0, 5.0, 2.5])
+
+
+def test_a_value_within_the_sensitivity_is_not_a_spike() -> None:
+    history = [1.0, 1.2, 0.8, 1.1, 0.9]
+    mean, std = torch.tensor(history).mean().item(), torch.tensor(history).std(correction=0).item()
+    below = AdaptiveLinearityWeight(10.0, sensitivity=2.0)
+    weights_for([*history, mean + 1.9 * std], below)
+    above = AdaptiveLinearityWeight(10.0, sensitivity=2.0)
+    weights_for([*history, mean + 2.1 * std], above)
+    assert below.weight.item() == 0.0
+    assert above.weight.item() == 10.0
+
+
+def test_running_statistics_match_the_whole_history() -> None:
+    values = torch.rand(500, generator=torch.Generator().manual_seed(0)) * 3 + 100
+    schedule = AdaptiveLinearityWeight(10.0)
+    weights_for(values.tolist(), schedule)
+    assert schedule.mean.item() == pytest.approx(values.mean().item(), rel=1e-6)
+    std = (schedule.sq_dev / schedule.count).sqrt().item()
+    assert std == pytest.approx(values.std(correction=0).item(), rel=1e-4)
+
+
+def test_adaptive_state_survives_a_checkpoint() -> None:
+    values = [1.0, 1.0, 1.1, 0.9, 5.0, 1.0]
+    first = make_model("fgsm_rs", linearity_weight=10.0, linearity_schedule="adaptive")
+    weights_for(values, first.adaptive_linearity)
+    checkpoint: dict = {}
+    first.on_save_checkpoint(checkpoint)
+    resumed = make_model("fgsm_rs", linearity_weight=10.0, linearity_schedule="adaptive")
+    resumed.on_load_checkpoint(checkpoint)
+    more = [1.0, 7.0, 1.0]
+    assert weights_for(more, resumed.adaptive_linearity) == weights_for(
+        more, first.adaptive_linearity
+    )
+    assert resumed.adaptive_linearity.weight.item() == pytest.approx(10.0 * 0.99)
+
+
+def test_adaptive_training_step_starts_without_the_penalty() -> None:
+    x, y = fixed_batch(16)
+    plain = make_model("fgsm_rs")
+    adaptive = make_model("fgsm_rs", linearity_weight=5.0, linearity_schedule="adaptive")
+    adaptive.load_state_dict(plain.state_dict())
+    torch.manual_seed(4)
+    total = adaptive.training_step((x, y), 0)
+    torch.manual_seed(4)
+    base, _ = plain.objective(plain.net, plain.attack("train"), x, y)
+    assert total.item() == pytest.approx(base.item(), rel=1e-6)
+    assert adaptive.adaptive_linearity.count == 1

@@ -158,3 +158,35 @@ def test_bf16_mixed_precision_keeps_the_attack_as_strong_as_fp32(mnist_dir: Path
     assert 0.1 < fp32["test/robust_acc"] < fp32["test/acc"] - 0.3  # an attack that bites, not all
     assert abs(bf16["test/robust_acc"] - fp32["test/robust_acc"]) <= 0.07  # 3 of 48 digits
     assert abs(bf16["test/acc"] - fp32["test/acc"]) <= 0.05
+
+
+@pytest.mark.parametrize(("fraction", "attacked"), [(1.0, 16), (0.25, 4), (0.3, 5)])
+def test_adversarial_fraction_attacks_the_first_images_only(fraction: float, attacked: int) -> None:
+    x, y = fixed_batch(16)
+    model = make_model("pgd", adversarial_fraction=fraction)
+    torch.manual_seed(4)
+    loss = model.training_step((x, y), 0)
+    torch.manual_seed(4)  # the same random start
+    x_adv = model.attack("train")(x[:attacked], y[:attacked])
+    mixed = torch.cat((x_adv, x[attacked:]))
+    expected = torch.nn.functional.cross_entropy(model(mixed), y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert (mixed[:attacked] != x[:attacked]).any() and torch.equal(mixed[attacked:], x[attacked:])
+
+
+@pytest.mark.parametrize(
+    ("method", "fraction", "message"),
+    [
+        ("pgd", 0.0, r"model.adversarial_fraction must be in \(0, 1\], got 0.0"),
+        ("fgsm_rs", 1.2, r"model.adversarial_fraction must be in \(0, 1\], got 1.2"),
+        (
+            "trades",
+            0.5,
+            r"model.adversarial_fraction applies to pgd, fgsm_rs and nfgsm, not trades",
+        ),
+        ("clean", 0.5, r"model.adversarial_fraction applies to pgd, fgsm_rs and nfgsm, not clean"),
+    ],
+)
+def test_bad_adversarial_fraction_is_refused(method: str, fraction: float, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_model(method, adversarial_fraction=fraction)

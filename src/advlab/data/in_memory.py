@@ -22,7 +22,10 @@ class BatchedTensorDataset(TensorDataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return tuple(tensor[index] for tensor in self.tensors)
+        # index_select, not tensor[index]: advanced indexing of a uint8 image tensor takes
+        # ~55 us per MNIST batch on one CPU thread (more when threads are contended),
+        # index_select ~4 us
+        return tuple(tensor.index_select(0, index) for tensor in self.tensors)
 
 
 def keep_batch(batch: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:

@@ -9,6 +9,7 @@ the loss close to linear inside the eps-ball removes what that bending relies on
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,3 +38,55 @@ def local_linearity_error(
     losses = F.cross_entropy(net(torch.cat((ends, between))), y.repeat(3), reduction="none")
     loss_a, loss_b, loss_c = losses[:n], losses[n : 2 * n], losses[2 * n :]
     return F.mse_loss(loss_c, (1 - t) * loss_a + t * loss_b)
+
+
+class AdaptiveLinearityWeight:
+    """ELLE-A (same paper): the penalty's weight switched on only when overfitting starts.
+
+    A constant weight large enough to stop catastrophic overfitting also costs clean accuracy
+    all through training. ELLE-A starts at weight 0 and watches the penalty: when a step's
+    value exceeds the mean of all earlier values by `sensitivity` standard deviations (the
+    sudden curvature that precedes overfitting), the weight jumps to `max_weight`; otherwise
+    it decays by `decay` per step. The weight for a step is decided by the steps before it.
+    Statistics stay on the penalty's device (no host sync per step).
+    """
+
+    def __init__(self, max_weight: float, decay: float = 0.99, sensitivity: float = 2.0) -> None:
+        self.max_weight = max_weight
+        self.decay = decay
+        self.sensitivity = sensitivity
+        self.count = 0
+        # Welford's running mean and sum of squared deviations: stable in float32 (MPS has no
+        # float64) over any number of steps.
+        self.mean: torch.Tensor = torch.zeros(())
+        self.sq_dev: torch.Tensor = torch.zeros(())
+        self.weight: torch.Tensor = torch.zeros(())
+
+    def step(self, lin_err: torch.Tensor) -> torch.Tensor:
+        """The weight for this step's `lin_err`; then update the statistics with it."""
+        value = lin_err.detach().float()
+        weight, mean, sq_dev = (t.to(value.device) for t in (self.weight, self.mean, self.sq_dev))
+        if self.count > 2:
+            std = (sq_dev / self.count).sqrt()
+            spike = value > mean + self.sensitivity * std
+            self.weight = torch.where(spike, self.max_weight, weight * self.decay)
+        else:
+            self.weight = weight * self.decay
+        self.count += 1
+        delta = value - mean
+        self.mean = mean + delta / self.count
+        self.sq_dev = sq_dev + delta * (value - self.mean)
+        return weight
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to carry on where it stopped."""
+        return {
+            "count": self.count,
+            "mean": self.mean.cpu(),
+            "sq_dev": self.sq_dev.cpu(),
+            "weight": self.weight.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.mean, self.sq_dev, self.weight = state["mean"], state["sq_dev"], state["weight"]

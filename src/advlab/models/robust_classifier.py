@@ -18,7 +18,9 @@ from advlab.attacks import EpsilonSchedule, build_attack
 from advlab.attacks.build import as_plain_dict, validate_attack_config
 from advlab.errors import ConfigError
 from advlab.models.objectives import OBJECTIVES
-from advlab.models.regularizers import local_linearity_error
+from advlab.models.regularizers import AdaptiveLinearityWeight, local_linearity_error
+
+LINEARITY_SCHEDULES = ("constant", "adaptive")
 
 ConfigLike = Mapping[str, Any] | DictConfig | None
 
@@ -47,6 +49,8 @@ class RobustClassifier(LightningModule):
             schedulers that take it (OneCycleLR).
         scheduler_interval: `step` or `epoch`.
         trades_beta: weight of the TRADES robustness term.
+        adversarial_fraction: share of each batch that is attacked in `pgd`, `fgsm_rs` and
+            `nfgsm` (the rest is trained on clean: more clean accuracy, less robustness).
         eps_warmup_epochs: epochs over which the training budget grows linearly from 0.
         linearity_weight: weight of the local-linearity penalty (ELLE, `regularizers.py`) added
             to the training loss at the training attack's current eps; 0 = off. It keeps
@@ -54,6 +58,11 @@ class RobustClassifier(LightningModule):
         linearity_fraction: share of each batch the penalty is computed on (its cost is one
             forward/backward pass on 3x that many images; batches are shuffled, so the first
             images are a random subset).
+        linearity_schedule: `constant` (ELLE: always `linearity_weight`) or `adaptive`
+            (ELLE-A: 0 until the penalty spikes, then `linearity_weight`, decaying after).
+        linearity_decay: per-step decay of the adaptive weight after a spike.
+        linearity_sensitivity: a spike is a penalty above the mean of all earlier steps plus
+            this many standard deviations.
         val_robust_batches: validation batches attacked per epoch (-1: all of them).
         channels_last: keep the network and batches in channels-last memory format (faster
             convolutions on recent GPUs).
@@ -72,9 +81,13 @@ class RobustClassifier(LightningModule):
         scheduler: ConfigLike = None,
         scheduler_interval: str = "step",
         trades_beta: float = 6.0,
+        adversarial_fraction: float = 1.0,
         eps_warmup_epochs: float = 0.0,
         linearity_weight: float = 0.0,
         linearity_fraction: float = 1.0,
+        linearity_schedule: str = "constant",
+        linearity_decay: float = 0.99,
+        linearity_sensitivity: float = 2.0,
         val_robust_batches: int = -1,
         channels_last: bool = False,
         compile: bool = False,
@@ -98,6 +111,25 @@ class RobustClassifier(LightningModule):
             raise ConfigError(
                 f"model.linearity_fraction must be in (0, 1], got {linearity_fraction}"
             )
+        if not 0 < adversarial_fraction <= 1:
+            raise ConfigError(
+                f"model.adversarial_fraction must be in (0, 1], got {adversarial_fraction}"
+            )
+        if adversarial_fraction < 1 and method in ("clean", "trades"):
+            raise ConfigError(
+                f"model.adversarial_fraction applies to pgd, fgsm_rs and nfgsm, not {method}"
+            )
+        if linearity_schedule not in LINEARITY_SCHEDULES:
+            raise ConfigError(
+                f"model.linearity_schedule={linearity_schedule!r} is not one of "
+                f"{', '.join(LINEARITY_SCHEDULES)}"
+            )
+        if not 0 < linearity_decay <= 1:
+            raise ConfigError(f"model.linearity_decay must be in (0, 1], got {linearity_decay}")
+        if linearity_sensitivity < 0:
+            raise ConfigError(
+                f"model.linearity_sensitivity must be >= 0, got {linearity_sensitivity}"
+            )
         if optimizer is None:
             raise ConfigError("model.optimizer is required (a _partial_ torch.optim config)")
         for name, cfg in (
@@ -118,9 +150,13 @@ class RobustClassifier(LightningModule):
                 "scheduler": _plain(scheduler),
                 "scheduler_interval": scheduler_interval,
                 "trades_beta": trades_beta,
+                "adversarial_fraction": adversarial_fraction,
                 "eps_warmup_epochs": eps_warmup_epochs,
                 "linearity_weight": linearity_weight,
                 "linearity_fraction": linearity_fraction,
+                "linearity_schedule": linearity_schedule,
+                "linearity_decay": linearity_decay,
+                "linearity_sensitivity": linearity_sensitivity,
                 "val_robust_batches": val_robust_batches,
                 "channels_last": channels_last,
                 "compile": compile,
@@ -130,6 +166,11 @@ class RobustClassifier(LightningModule):
         self.objective = OBJECTIVES[method]
         self._attacks: dict[str, Any] = {}
         self._warmup: EpsilonSchedule | None = None
+        self.adaptive_linearity: AdaptiveLinearityWeight | None = None
+        if linearity_schedule == "adaptive" and linearity_weight > 0:
+            self.adaptive_linearity = AdaptiveLinearityWeight(
+                linearity_weight, linearity_decay, linearity_sensitivity
+            )
 
         self.train_loss = MeanMetric()
         num_classes = getattr(self.net, "num_classes", None) or self._infer_num_classes()
@@ -207,18 +248,45 @@ class RobustClassifier(LightningModule):
             self.log(
                 "train/eps_factor", self._warmup.update(progress), on_step=True, on_epoch=False
             )
-        loss, logits = self.objective(self.net, attack, x, y, beta=self.hparams.trades_beta)
+        loss, logits = self.objective(
+            self.net,
+            attack,
+            x,
+            y,
+            beta=self.hparams.trades_beta,
+            adversarial_fraction=self.hparams.get("adversarial_fraction", 1.0),
+        )
         if self.hparams.linearity_weight > 0:
             lin_err = local_linearity_error(
                 self.net, x, y, float(attack.eps), self.hparams.linearity_fraction
             )
             self.log("train/lin_err", lin_err.detach(), on_step=False, on_epoch=True)
-            loss = loss + self.hparams.linearity_weight * lin_err
+            loss = loss + self._linearity_weight(lin_err) * lin_err
         self.train_loss(loss.detach())
         self.train_acc(logits.detach(), y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _linearity_weight(self, lin_err: torch.Tensor) -> float | torch.Tensor:
+        if self.adaptive_linearity is None:
+            return self.hparams.linearity_weight
+        value = lin_err.detach()
+        if (
+            self._trainer is not None and self.trainer.world_size > 1
+        ):  # every process must switch the weight on together
+            value = self.trainer.strategy.reduce(value, reduce_op="mean")
+        weight = self.adaptive_linearity.step(value)
+        self.log("train/lin_weight", weight, on_step=False, on_epoch=True)
+        return weight
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.adaptive_linearity is not None:
+            checkpoint["adaptive_linearity"] = self.adaptive_linearity.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.adaptive_linearity is not None and "adaptive_linearity" in checkpoint:
+            self.adaptive_linearity.load_state_dict(checkpoint["adaptive_linearity"])
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _robust_logits(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
