@@ -5,7 +5,8 @@ loops train the same network (built from the same Hydra config) with the same to
 attack, optimizer and batch size, in this process, interleaved round by round, each timed after
 its own warm-up batches. The plain loop reads images the way people usually write it: a
 torchvision dataset with a per-item `ToTensor` transform (and CIFAR's RandomCrop/Flip) in a
-shuffling DataLoader. Reported: images/s of both, their ratio, the cost of a PGD-10 step
+shuffling DataLoader. Reported: images/s of both (medians over rounds), their ratio (the median
+of the per-round ratios, each round's pair timed back to back), the cost of a PGD-10 step
 relative to a clean step, and the per-epoch adversarial-evaluation callback's share of an epoch.
 
     python scripts/benchmark.py --data-dir ../shared/datasets          # CPU, real MNIST digits
@@ -231,11 +232,14 @@ def main() -> None:
                 "plain_rounds": plain,
                 "advlab_rounds": ours,
             }
-            row["ratio"] = row["advlab_img_s"] / row["plain_img_s"]
+            # each round's pair ran back to back, so its ratio cancels slow drifts of the machine
+            row["round_ratios"] = [a / p for a, p in zip(ours, plain, strict=True)]
+            row["ratio"] = statistics.median(row["round_ratios"])
             results.append(row)
             print(
                 f"{row['dataset']:>40} {recipe:>8}: advlab {row['advlab_img_s']:8.1f} img/s, "
-                f"plain {row['plain_img_s']:8.1f} img/s, ratio {row['ratio']:.2f}",
+                f"plain {row['plain_img_s']:8.1f} img/s, ratio {row['ratio']:.2f} "
+                f"(rounds {min(row['round_ratios']):.2f}-{max(row['round_ratios']):.2f})",
                 flush=True,
             )
 

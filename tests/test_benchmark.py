@@ -24,5 +24,7 @@ def test_benchmark_writes_both_throughputs_and_their_ratio(mnist_dir: Path, tmp_
     assert set(rows) == {"clean", "pgd"}
     for row in rows.values():
         assert row["plain_img_s"] > 0 and row["advlab_img_s"] > 0
+        # one round: the median of the per-round ratios is that round's ratio
+        assert row["round_ratios"] == [row["advlab_rounds"][0] / row["plain_rounds"][0]]
         assert abs(row["ratio"] - row["advlab_img_s"] / row["plain_img_s"]) < 1e-9
     assert summary["mnist_pgd10_step_cost_vs_clean"] > 1.0  # 10 extra passes cannot be free

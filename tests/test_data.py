@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advlab.data import CIFAR10DataModule, MNISTDataModule
-from advlab.data.augment import random_crop, random_horizontal_flip
+from advlab.data.augment import random_crop, random_horizontal_flip, random_rotate_scale
 from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesMissingError
 from tests.conftest import REAL_MNIST
@@ -163,6 +163,47 @@ def test_random_flip_mirrors_about_half() -> None:
     mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
     assert 0.45 < mirrored.float().mean().item() < 0.55
     assert ((flipped == images).flatten(1).all(1) | mirrored).all()
+
+
+def test_rotation_by_the_full_range_is_an_exact_quarter_turn(monkeypatch) -> None:
+    images = torch.rand(3, 1, 28, 28)
+    assert torch.equal(random_rotate_scale(images, 0.0, 0.0), images)
+    ones = lambda *shape, **_: torch.ones(*shape)  # noqa: E731 - every draw at +degrees, zoom 1+s
+    monkeypatch.setattr(torch, "rand", ones)
+    turned = random_rotate_scale(images, 90.0, 0.0)
+    assert (turned - torch.rot90(images, 1, (2, 3))).abs().max().item() < 1e-5
+    zoomed = random_rotate_scale(images, 0.0, 0.5)  # 1.5x: the centre pixels spread outwards
+    assert zoomed[..., 0, :].abs().max().item() < images.abs().max().item()
+    assert not torch.allclose(zoomed, images, atol=1e-3)
+
+
+def test_random_rotations_stay_in_range_and_differ_per_image() -> None:
+    bar = torch.zeros(400, 1, 29, 29)
+    bar[:, :, 14, 4:25] = 1.0  # a horizontal bar through the centre
+    turned = random_rotate_scale(bar, 10.0, 0.0, generator=torch.Generator().manual_seed(0))
+    rows, cols = torch.meshgrid(torch.arange(29.0), torch.arange(29.0), indexing="ij")
+    weights = turned[:, 0]
+    # the bar's angle from its second moments: within +-10 degrees, and spread over that range
+    dy, dx = rows - 14, cols - 14
+    mxx = (weights * dx * dx).sum((1, 2))
+    mxy = (weights * dx * dy).sum((1, 2))
+    myy = (weights * dy * dy).sum((1, 2))
+    angles = torch.rad2deg(0.5 * torch.atan2(2 * mxy, mxx - myy)).abs()
+    assert angles.max().item() < 10.5
+    assert angles.min().item() < 1.0 and angles.max().item() > 9.0
+    assert turned.min().item() >= 0 and turned.max().item() <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rotation": -5.0}, r"data.rotation must be in \[0, 180\] degrees, got -5.0"),
+        ({"scale": 1.0}, r"data.scale must be in \[0, 1\), got 1.0"),
+    ],
+)
+def test_bad_augmentation_is_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MNISTDataModule("unused", **kwargs)
 
 
 @pytest.mark.skipif(

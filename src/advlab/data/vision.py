@@ -9,7 +9,12 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
+from advlab.data.augment import (
+    random_crop,
+    random_horizontal_flip,
+    random_rotate_scale,
+    to_unit_float,
+)
 from advlab.data.in_memory import BatchedTensorDataset, keep_batch
 from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesMissingError
@@ -33,6 +38,8 @@ class VisionDataModule(LightningDataModule):
         download: try to download missing files in `prepare_data`.
         crop_padding: random-crop augmentation padding in pixels for training (0 = off).
         flip: random horizontal flips for training.
+        rotation: random rotation of each training image, uniform in +-this many degrees.
+        scale: random zoom of each training image, uniform in 1 +- this factor.
         eval_batch_size: global batch size for validation/test (default: `batch_size`).
     """
 
@@ -54,6 +61,8 @@ class VisionDataModule(LightningDataModule):
         crop_padding: int = 0,
         flip: bool = False,
         eval_batch_size: int | None = None,
+        rotation: float = 0.0,
+        scale: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -62,6 +71,10 @@ class VisionDataModule(LightningDataModule):
             raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
         if crop_padding < 0:
             raise ConfigError(f"data.crop_padding must be >= 0, got {crop_padding}")
+        if not 0 <= rotation <= 180:
+            raise ConfigError(f"data.rotation must be in [0, 180] degrees, got {rotation}")
+        if not 0 <= scale < 1:
+            raise ConfigError(f"data.scale must be in [0, 1), got {scale}")
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir).expanduser()
         self.data_train: Dataset | None = None
@@ -207,6 +220,7 @@ class VisionDataModule(LightningDataModule):
     # ---- device-side transform ----------------------------------------------------------------
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """Training augmentation of a float batch in [0, 1]."""
+        images = random_rotate_scale(images, self.hparams.rotation, self.hparams.scale)
         images = random_crop(images, self.hparams.crop_padding)
         if self.hparams.flip:
             images = random_horizontal_flip(images)
