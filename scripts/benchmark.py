@@ -10,7 +10,7 @@ of the per-round ratios, each round's pair timed back to back), the cost of a PG
 relative to a clean step, and the per-epoch adversarial-evaluation callback's share of an epoch.
 
     python scripts/benchmark.py --data-dir ../shared/datasets          # CPU, real MNIST digits
-    python scripts/benchmark.py --device cuda --precision bf16-mixed --channels-last --compile
+    python scripts/benchmark.py --device cuda --precision bf16-mixed --channels-last on --compile
     python scripts/benchmark.py --datasets cifar10 --recipes pgd --device cuda   # GPU, CIFAR-10
 
 Without real files for a dataset (CIFAR-10 here), random images are written in the real file
@@ -82,9 +82,10 @@ def compose_config(dataset: str, recipe: str, args: argparse.Namespace, data_dir
         f"data={data}", f"model/net={net}", f"model.method={method}", f"data.data_dir={data_dir}",
         f"data.batch_size={args.batch_size}", "data.download=false", "logger=none",
         f"data.val_size={args.val_size}",
-        f"model.channels_last={str(args.channels_last).lower()}",
         f"model.compile={str(args.compile).lower()}",
     ]  # fmt: skip
+    if args.channels_last != "default":
+        overrides.append(f"model.channels_last={args.channels_last == 'on'}")
     if attack:
         overrides.append(f"attack@model.train_attack={attack}")
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
@@ -118,7 +119,8 @@ def plain_images_per_s(cfg, dataset: str, data_dir: str, args: argparse.Namespac
     """The same math in a plain PyTorch loop: same net config, attack config, optimizer."""
     device = torch.device(args.device if args.device != "gpu" else "cuda")
     net = instantiate(cfg.model.net).to(device)
-    if args.channels_last:
+    channels_last = args.channels_last == "on"  # "default": NCHW, as a plain loop is written
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if args.compile:
         net.compile()
@@ -137,7 +139,7 @@ def plain_images_per_s(cfg, dataset: str, data_dir: str, args: argparse.Namespac
         if index == args.warmup + args.batches:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if args.channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             loss, _ = objective(net, attack, x, y, beta=cfg.model.trades_beta)
@@ -199,7 +201,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--precision", default="32-true", help="32-true | bf16-mixed")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--channels-last", choices=["default", "on", "off"], default="default",
+        help="default: advlab as configured (model.channels_last, on), the plain loop NCHW as "
+        "people write it; on/off: both loops",
+    )  # fmt: skip
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--skip-callback", action="store_true", help="skip the callback share")
     parser.add_argument("--out", default="benchmark.json")
