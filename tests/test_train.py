@@ -56,6 +56,19 @@ def test_run_writes_last_checkpoint_and_resumes_it(compose_train, tmp_path: Path
     assert epochs_run == {"2"}  # continued at epoch 2, did not restart at epoch 0
 
 
+def test_adaptive_linearity_state_is_written_into_the_checkpoint(
+    compose_train, tmp_path: Path
+) -> None:
+    cfg = compose_train(
+        "experiment=mnist_fast_at", "model.linearity_schedule=adaptive", "logger=none", "test=false"
+    )
+    limit_batches(cfg, epochs=1, train_batches=3)
+    train(cfg)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["adaptive_linearity"]["count"] == 3  # one penalty value per training step
+    assert state["hyper_parameters"]["linearity_schedule"] == "adaptive"
+
+
 def test_logger_none_and_callbacks_none_are_valid(compose_train, tmp_path: Path) -> None:
     cfg = compose_train("logger=none", "callbacks=none")
     limit_batches(cfg)

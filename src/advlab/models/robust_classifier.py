@@ -65,7 +65,8 @@ class RobustClassifier(LightningModule):
             this many standard deviations.
         val_robust_batches: validation batches attacked per epoch (-1: all of them).
         channels_last: keep the network and batches in channels-last memory format (faster
-            convolutions on recent GPUs).
+            convolutions on recent GPUs, and for SmallCNN on the CPU; `model/robust.yaml` turns
+            it on).
         compile: `torch.compile` the network in place (`nn.Module.compile`: the state_dict
             keys and checkpoints stay those of the plain network).
     """
@@ -254,7 +255,7 @@ class RobustClassifier(LightningModule):
             x,
             y,
             beta=self.hparams.trades_beta,
-            adversarial_fraction=self.hparams.get("adversarial_fraction", 1.0),
+            adversarial_fraction=self.hparams.adversarial_fraction,
         )
         if self.hparams.linearity_weight > 0:
             lin_err = local_linearity_error(
@@ -272,9 +273,8 @@ class RobustClassifier(LightningModule):
         if self.adaptive_linearity is None:
             return self.hparams.linearity_weight
         value = lin_err.detach()
-        if (
-            self._trainer is not None and self.trainer.world_size > 1
-        ):  # every process must switch the weight on together
+        # every process must switch the weight on together: they watch the same (mean) penalty
+        if self._trainer is not None and self.trainer.world_size > 1:
             value = self.trainer.strategy.reduce(value, reduce_op="mean")
         weight = self.adaptive_linearity.step(value)
         self.log("train/lin_weight", weight, on_step=False, on_epoch=True)
