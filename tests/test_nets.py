@@ -55,3 +55,27 @@ def test_strided_cnn_halves_the_image_twice_without_pooling() -> None:
     assert sum(p.numel() for p in net.parameters()) == 166_406
     with pytest.raises(ValueError, match="divisible by 4, got 30"):
         StridedCNN(image_size=30)
+
+
+def test_strided_cnn_dropout_acts_only_in_training_mode() -> None:
+    torch.manual_seed(0)
+    net = StridedCNN(channels=(4, 8), hidden=64, dropout=0.5)
+    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    x = torch.rand(4, 1, 28, 28)
+    net.train()
+    assert not torch.allclose(net(x), net(x))  # a fresh mask per forward
+    net.eval()
+    assert torch.equal(net(x), net(x))  # what attacks and evaluation see
+    with pytest.raises(ValueError, match=r"model.net.dropout must be in \[0, 1\), got 1.0"):
+        StridedCNN(dropout=1.0)
+
+
+def test_strided_cnn_without_dropout_draws_no_random_numbers() -> None:
+    """dropout=0 leaves the RNG stream alone, so recipes without it keep their random draws."""
+    net = StridedCNN(channels=(4, 8), hidden=16).train()
+    torch.manual_seed(0)
+    net(torch.rand(2, 1, 28, 28))
+    after_forward = torch.rand(1)
+    torch.manual_seed(0)
+    torch.rand(2, 1, 28, 28)
+    assert torch.equal(after_forward, torch.rand(1))

@@ -31,6 +31,28 @@ def test_no_ball_or_no_curvature_means_no_error() -> None:
     assert local_linearity_error(constant, x, y, eps=0.3).item() == 0.0
 
 
+def test_penalty_sees_the_network_without_dropout() -> None:
+    """With dropout on, three forward passes would draw three masks and the penalty would measure
+    the masks; it must equal the eval-mode network's, and leave dropout on afterwards."""
+    from advlab.nets import StridedCNN
+
+    x, y = fixed_batch(16)
+    torch.manual_seed(0)
+    net = StridedCNN(channels=(4, 8), hidden=32, dropout=0.5)
+    with torch.no_grad():  # a linear network in the ball would give an error of exactly 0
+        net.head[-1].weight.mul_(50)
+
+    def err(mode: str) -> float:
+        getattr(net, mode)()
+        torch.manual_seed(1)
+        return local_linearity_error(net, x, y, eps=0.3).item()
+
+    no_dropout = err("eval")
+    assert no_dropout > 0
+    assert err("train") == pytest.approx(no_dropout, rel=1e-6)
+    assert all(m.training for m in net.modules())
+
+
 def test_error_grows_with_curvature_and_radius() -> None:
     x, y = fixed_batch(64)
 

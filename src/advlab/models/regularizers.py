@@ -9,11 +9,33 @@ the loss close to linear inside the eps-ball removes what that bending relies on
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+@contextmanager
+def dropout_disabled(net: nn.Module) -> Iterator[None]:
+    """Run `net` without dropout, everything else in its current mode (BatchNorm untouched).
+
+    The penalty measures the curvature of the network that attacks see (eval mode, no
+    dropout); with dropout on, the three forward passes would draw three masks and the
+    penalty would mostly measure dropout noise.
+    """
+    active = [m for m in net.modules() if isinstance(m, DROPOUT_LAYERS) and m.training]
+    for layer in active:
+        layer.eval()
+    try:
+        yield
+    finally:
+        for layer in active:
+            layer.train()
 
 
 def local_linearity_error(
@@ -26,7 +48,7 @@ def local_linearity_error(
     the linear interpolation (1 - t) l(x_a) + t l(x_b), averaged over the batch. It costs one
     forward/backward pass on 3x the batch and, unlike GradAlign, no double backpropagation.
     `fraction` < 1 computes it on the first ceil(fraction * batch) images only (batches are
-    shuffled, so they are a random subset).
+    shuffled, so they are a random subset). Dropout layers are off while it runs.
     """
     n = math.ceil(fraction * x.shape[0])
     x, y = x[:n], y[:n]
@@ -35,7 +57,9 @@ def local_linearity_error(
     t = torch.rand(n, device=x.device, dtype=x.dtype)
     t_image = t.view(-1, *([1] * (x.dim() - 1)))
     between = (1 - t_image) * ends[:n] + t_image * ends[n:]
-    losses = F.cross_entropy(net(torch.cat((ends, between))), y.repeat(3), reduction="none")
+    with dropout_disabled(net):
+        logits = net(torch.cat((ends, between)))
+    losses = F.cross_entropy(logits, y.repeat(3), reduction="none")
     loss_a, loss_b, loss_c = losses[:n], losses[n : 2 * n], losses[2 * n :]
     return F.mse_loss(loss_c, (1 - t) * loss_a + t * loss_b)
 

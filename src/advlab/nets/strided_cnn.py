@@ -22,6 +22,9 @@ class StridedCNN(nn.Module):
         image_size: input height = width (divisible by 4); the head is sized from it.
         channels: widths of the two strided convolutions (Wong et al.: 16, 32).
         hidden: width of the hidden fully connected layer (Wong et al.: 100).
+        dropout: dropout probability before each fully connected layer (0 = off). The head holds
+            most of the weights and overfits a few thousand digits; attacks run in eval mode,
+            so they see the whole network.
         mean, std: per-channel statistics used by the built-in `Normalize`.
     """
 
@@ -32,12 +35,15 @@ class StridedCNN(nn.Module):
         image_size: int = 28,
         channels: Sequence[int] = (16, 32),
         hidden: int = 100,
+        dropout: float = 0.0,
         mean: Sequence[float] = (0.1307,),
         std: Sequence[float] = (0.3081,),
     ) -> None:
         super().__init__()
         if image_size % 4:
             raise ValueError(f"StridedCNN needs an image size divisible by 4, got {image_size}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.net.dropout must be in [0, 1), got {dropout}")
         c1, c2 = channels
         self.in_channels = in_channels
         self.image_size = image_size
@@ -50,8 +56,8 @@ class StridedCNN(nn.Module):
         side = image_size // 4
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c2 * side * side, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_classes),
+            nn.Dropout(dropout), nn.Linear(c2 * side * side, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, num_classes),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
