@@ -70,6 +70,16 @@ def test_strided_cnn_dropout_acts_only_in_training_mode() -> None:
         StridedCNN(dropout=1.0)
 
 
+def test_strided_cnn_checkpoint_keys_did_not_move_with_the_dropout_knob() -> None:
+    """Checkpoints written before `dropout` existed still load."""
+    keys = set(StridedCNN(dropout=0.3).state_dict())
+    assert keys == {
+        "normalize.mean", "normalize.std",
+        "features.0.weight", "features.0.bias", "features.2.weight", "features.2.bias",
+        "head.1.weight", "head.1.bias", "head.3.weight", "head.3.bias",
+    }  # fmt: skip
+
+
 def test_strided_cnn_without_dropout_draws_no_random_numbers() -> None:
     """dropout=0 leaves the RNG stream alone, so recipes without it keep their random draws."""
     net = StridedCNN(channels=(4, 8), hidden=16).train()

@@ -55,9 +55,12 @@ class StridedCNN(nn.Module):
         )  # fmt: skip
         side = image_size // 4
         self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout), nn.Linear(c2 * side * side, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+            # dropout rides in the parameter-free slots, so checkpoints keep the keys they had
+            # before the knob existed (head.1.*, head.3.*)
+            nn.Sequential(nn.Flatten(), nn.Dropout(dropout)),
+            nn.Linear(c2 * side * side, hidden),
+            nn.Sequential(nn.ReLU(inplace=True), nn.Dropout(dropout)),
+            nn.Linear(hidden, num_classes),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
