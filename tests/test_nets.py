@@ -89,3 +89,18 @@ def test_strided_cnn_without_dropout_draws_no_random_numbers() -> None:
     torch.manual_seed(0)
     torch.rand(2, 1, 28, 28)
     assert torch.equal(after_forward, torch.rand(1))
+
+
+def test_strided_cnn_stem_adds_one_full_resolution_convolution() -> None:
+    net = StridedCNN(channels=(16, 32), stem=8, hidden=100)
+    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (1, 8, (3, 3), (1, 1)), (8, 16, (4, 4), (2, 2)), (16, 32, (4, 4), (2, 2)),
+    ]  # fmt: skip
+    x = torch.rand(3, 1, 28, 28)
+    assert net.features[1](net.features[0](net.normalize(x))).shape == (3, 8, 28, 28)
+    assert net(x).shape == (3, 10)
+    # the plain network's 166,406 parameters, plus the stem (8*9+8) and conv1's 7 more inputs
+    assert sum(p.numel() for p in net.parameters()) == 166_406 + 80 + 7 * 16 * 16
+    with pytest.raises(ValueError, match="model.net.stem must be >= 0, got -1"):
+        StridedCNN(stem=-1)

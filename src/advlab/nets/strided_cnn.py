@@ -14,13 +14,16 @@ from advlab.nets.normalize import Normalize
 
 
 class StridedCNN(nn.Module):
-    """conv4x4/2-ReLU-conv4x4/2-ReLU then a two-layer MLP head.
+    """[conv3x3-ReLU] conv4x4/2-ReLU-conv4x4/2-ReLU then a two-layer MLP head.
 
     Args:
         in_channels: image channels (1 for MNIST).
         num_classes: number of logits.
         image_size: input height = width (divisible by 4); the head is sized from it.
         channels: widths of the two strided convolutions (Wong et al.: 16, 32).
+        stem: width of a 3x3 stride-1 convolution before them (0 = none, Wong et al.'s
+            network). Gives FGSM-RS training at eps 0.3 a network that stays robust without the
+            catastrophic-overfitting phase the plain one passes through (README "Fast AT").
         hidden: width of the hidden fully connected layer (Wong et al.: 100).
         dropout: dropout probability before each fully connected layer (0 = off). The head holds
             most of the weights and overfits a few thousand digits; attacks run in eval mode,
@@ -34,6 +37,7 @@ class StridedCNN(nn.Module):
         num_classes: int = 10,
         image_size: int = 28,
         channels: Sequence[int] = (16, 32),
+        stem: int = 0,
         hidden: int = 100,
         dropout: float = 0.0,
         mean: Sequence[float] = (0.1307,),
@@ -44,13 +48,19 @@ class StridedCNN(nn.Module):
             raise ValueError(f"StridedCNN needs an image size divisible by 4, got {image_size}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.net.dropout must be in [0, 1), got {dropout}")
+        if stem < 0:
+            raise ValueError(f"model.net.stem must be >= 0, got {stem}")
         c1, c2 = channels
         self.in_channels = in_channels
         self.image_size = image_size
         self.num_classes = num_classes
         self.normalize = Normalize(mean, std)
+        stem_layers: list[nn.Module] = []
+        if stem:
+            stem_layers = [nn.Conv2d(in_channels, stem, 3, padding=1), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            *stem_layers,
+            nn.Conv2d(stem or in_channels, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(inplace=True),
         )  # fmt: skip
         side = image_size // 4
