@@ -102,5 +102,5 @@ def test_strided_cnn_stem_adds_one_full_resolution_convolution() -> None:
     assert net(x).shape == (3, 10)
     # the plain network's 166,406 parameters, plus the stem (8*9+8) and conv1's 7 more inputs
     assert sum(p.numel() for p in net.parameters()) == 166_406 + 80 + 7 * 16 * 16
-    with pytest.raises(ValueError, match="model.net.stem must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"model\.net\.stem must be >= 0, got -1"):
         StridedCNN(stem=-1)
