@@ -8,6 +8,7 @@ from torch import nn
 
 from advlab.errors import ConfigError
 from advlab.models.regularizers import AdaptiveLinearityWeight, local_linearity_error
+from advlab.nets import StridedCNN
 from tests.test_robust_classifier import fixed_batch, make_model
 
 
@@ -34,8 +35,6 @@ def test_no_ball_or_no_curvature_means_no_error() -> None:
 def test_penalty_sees_the_network_without_dropout() -> None:
     """With dropout on, three forward passes would draw three masks and the penalty would measure
     the masks; it must equal the eval-mode network's, and leave dropout on afterwards."""
-    from advlab.nets import StridedCNN
-
     x, y = fixed_batch(16)
     torch.manual_seed(0)
     net = StridedCNN(channels=(4, 8), hidden=32, dropout=0.5)

@@ -22,12 +22,12 @@ class StridedCNN(nn.Module):
         image_size: input height = width (divisible by 4); the head is sized from it.
         channels: widths of the two strided convolutions (Wong et al.: 16, 32).
         stem: width of a 3x3 stride-1 convolution before them (0 = none, Wong et al.'s
-            network). Gives FGSM-RS training at eps 0.3 a network that stays robust without the
-            catastrophic-overfitting phase the plain one passes through (README "Fast AT").
+            network): features at full resolution, for 1.6x the cost. Under FGSM-RS at eps 0.3
+            it made one seed robust all through training and not another (README "Fast AT").
         hidden: width of the hidden fully connected layer (Wong et al.: 100).
         dropout: dropout probability before each fully connected layer (0 = off). The head holds
-            most of the weights and overfits a few thousand digits; attacks run in eval mode,
-            so they see the whole network.
+            most of the weights and overfits a few thousand digits (clean training: 98.2% ->
+            99.1% test accuracy with 0.5); attacks run in eval mode and see no dropout.
         mean, std: per-channel statistics used by the built-in `Normalize`.
     """
 
