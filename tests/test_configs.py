@@ -12,8 +12,10 @@ from omegaconf import open_dict
 
 from advlab.attacks import build_attack
 from advlab.data import VisionDataModule
+from advlab.errors import ConfigError
 from advlab.models import RobustClassifier
 from advlab.utils import instantiate_callbacks, instantiate_loggers
+from advlab.utils.instantiate import instantiate
 from tests.conftest import config_options, experiment_options
 
 
@@ -47,6 +49,36 @@ def test_net_options_build_a_model_with_logits(compose_train, net: str) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
     logits = model(torch.rand(2, *datamodule.dims))
     assert logits.shape == (2, 10)
+
+
+def test_strided_cnn_knobs_reach_the_network(compose_train) -> None:
+    cfg = compose_train("model/net=strided_cnn", "model.net.stem=8", "model.net.dropout=0.25")
+    net = instantiate(cfg.model).net
+    assert net.features[0].out_channels == 8 and net.features[0].kernel_size == (3, 3)
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("model/net=strided_cnn", "model.net.dropout=1.0"),
+            r"^model\.net\.dropout must be in \[0, 1\), got 1\.0$",
+        ),
+        (
+            ("model/net=strided_cnn", "model.net.stem=-1"),
+            r"^model\.net\.stem must be >= 0, got -1$",
+        ),
+        (("model.net.pooling=min",), r"^model\.net\.pooling='min' is not one of \['avg', 'max'\]$"),
+    ],
+)
+def test_bad_net_knob_surfaces_as_its_own_one_line_error(
+    compose_train, overrides: tuple[str, ...], message: str
+) -> None:
+    """The net is built inside the model, so Hydra wraps its error twice; the user sees one line."""
+    cfg = compose_train(*overrides)
+    with pytest.raises(ConfigError, match=message):
+        instantiate(cfg.model)
 
 
 # attack=advgan needs a trained generator's checkpoint: tests/test_advgan.py builds it this way

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advlab.errors import ConfigError
 from advlab.nets.normalize import Normalize
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -57,11 +58,11 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"model.net.activation={activation!r} is not one of {sorted(ACTIVATIONS)}"
             )
         if pooling not in POOLINGS:
-            raise ValueError(f"model.net.pooling={pooling!r} is not one of {sorted(POOLINGS)}")
+            raise ConfigError(f"model.net.pooling={pooling!r} is not one of {sorted(POOLINGS)}")
         act, pool = ACTIVATIONS[activation], POOLINGS[pooling]
         c1, c2 = channels
         self.in_channels = in_channels

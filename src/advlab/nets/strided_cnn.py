@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advlab.errors import ConfigError
 from advlab.nets.normalize import Normalize
 
 
@@ -47,9 +48,9 @@ class StridedCNN(nn.Module):
         if image_size % 4:
             raise ValueError(f"StridedCNN needs an image size divisible by 4, got {image_size}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.net.dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"model.net.dropout must be in [0, 1), got {dropout}")
         if stem < 0:
-            raise ValueError(f"model.net.stem must be >= 0, got {stem}")
+            raise ConfigError(f"model.net.stem must be >= 0, got {stem}")
         c1, c2 = channels
         self.in_channels = in_channels
         self.image_size = image_size

@@ -16,14 +16,18 @@ from advlab.errors import AdvlabError, ConfigError
 def instantiate(cfg: Any, *args: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, but a user error raised inside a constructor surfaces as itself.
 
-    Hydra wraps every constructor exception in InstantiationException; for an AdvlabError the
-    message is already the one line the user needs.
+    Hydra wraps every constructor exception in InstantiationException, once per level of nesting
+    (a network inside the model: twice); for an AdvlabError the message is already the one line
+    the user needs.
     """
     try:
         return hydra.utils.instantiate(cfg, *args, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, AdvlabError):
-            raise err.__cause__ from None
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, AdvlabError):
+            raise cause from None
         raise
 
 
