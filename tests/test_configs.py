@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import hydra
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from advlab.attacks import build_attack
 from advlab.data import VisionDataModule
@@ -16,7 +17,7 @@ from advlab.errors import ConfigError
 from advlab.models import RobustClassifier
 from advlab.utils import instantiate_callbacks, instantiate_loggers
 from advlab.utils.instantiate import instantiate
-from tests.conftest import config_options, experiment_options
+from tests.conftest import CONFIG_DIR, config_options, experiment_options
 
 
 def test_config_groups_have_the_documented_options() -> None:
@@ -49,6 +50,23 @@ def test_net_options_build_a_model_with_logits(compose_train, net: str) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
     logits = model(torch.rand(2, *datamodule.dims))
     assert logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize("net", config_options("model/net"))
+def test_net_yaml_lists_every_constructor_argument(net: str) -> None:
+    """The YAML is the knob's documentation: a constructor argument missing from it can only be
+    set with Hydra's `+` syntax, and nobody finds it."""
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / "net" / f"{net}.yaml")
+    arguments = set(inspect.signature(hydra.utils.get_class(cfg._target_)).parameters)
+    assert arguments - set(cfg) == set()
+    assert set(cfg) - {"_target_"} <= arguments
+
+
+def test_small_cnn_knobs_reach_the_network(compose_train) -> None:
+    cfg = compose_train("model/net=small_cnn", "model.net.dropout=0.2", "model.net.batch_norm=true")
+    net = instantiate(cfg.model).net
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.2, 0.2]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 4
 
 
 def test_strided_cnn_knobs_reach_the_network(compose_train) -> None:
