@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from advlab.errors import ConfigError
+from advlab.nets.knobs import check_dropout
 from advlab.nets.normalize import Normalize
 
 
@@ -47,8 +48,7 @@ class StridedCNN(nn.Module):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"StridedCNN needs an image size divisible by 4, got {image_size}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.net.dropout must be in [0, 1), got {dropout}")
+        check_dropout(dropout)
         if stem < 0:
             raise ConfigError(f"model.net.stem must be >= 0, got {stem}")
         c1, c2 = channels
