@@ -87,6 +87,11 @@ def test_strided_cnn_knobs_reach_the_network(compose_train) -> None:
             r"^model\.net\.stem must be >= 0, got -1$",
         ),
         (("model.net.pooling=min",), r"^model\.net\.pooling='min' is not one of \['avg', 'max'\]$"),
+        (("model.net.dropout=1.5",), r"^model\.net\.dropout must be in \[0, 1\), got 1\.5$"),
+        (
+            ("model.net.batch_norm=maybe",),
+            r"^model\.net\.batch_norm must be true or false, got 'maybe'$",
+        ),
     ],
 )
 def test_bad_net_knob_surfaces_as_its_own_one_line_error(

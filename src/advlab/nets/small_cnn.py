@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from advlab.errors import ConfigError
+from advlab.nets.knobs import check_dropout, check_flag
 from advlab.nets.normalize import Normalize
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -63,6 +64,8 @@ class SmallCNN(nn.Module):
             )
         if pooling not in POOLINGS:
             raise ConfigError(f"model.net.pooling={pooling!r} is not one of {sorted(POOLINGS)}")
+        check_dropout(dropout)
+        check_flag("batch_norm", batch_norm)
         act, pool = ACTIVATIONS[activation], POOLINGS[pooling]
         c1, c2 = channels
         self.in_channels = in_channels
