@@ -16,7 +16,13 @@ from tests.conftest import config_options
 UNBOUNDED = ("cw", "nfgsm")
 # a trained generator's checkpoint is needed: tests/test_advgan.py checks its budget
 NEEDS_CHECKPOINT = ("advgan",)
-BOUNDED = [name for name in config_options("attack") if name not in UNBOUNDED + NEEDS_CHECKPOINT]
+# moved by the training loop only: tests/test_free_at.py checks its budget
+TRAINING_ONLY = ("free",)
+BOUNDED = [
+    name
+    for name in config_options("attack")
+    if name not in UNBOUNDED + NEEDS_CHECKPOINT + TRAINING_ONLY
+]
 
 
 def attack_config(name: str, **overrides) -> dict:

@@ -30,6 +30,7 @@ def test_config_groups_have_the_documented_options() -> None:
     assert set(config_options("experiment")) >= {
         "mnist_clean", "mnist_pgd_at", "mnist_fast_at", "mnist_trades",
         "cifar10_pgd_at", "cifar10_fast_at", "cifar10_trades", "mnist_dcgan", "cifar10_dcgan",
+        "mnist_free_at",
     }  # fmt: skip
 
 
@@ -106,11 +107,12 @@ def test_bad_net_knob_surfaces_as_its_own_one_line_error(
 # attack=advgan needs a trained generator's checkpoint: tests/test_advgan.py builds it this way
 @pytest.mark.parametrize("option", [o for o in config_options("attack") if o != "advgan"])
 def test_attack_options_build_callable_attacks(compose_train, option: str) -> None:
-    cfg = compose_train(f"attack@model.val_attack={option}")
+    slot = "train_attack" if option == "free" else "val_attack"  # free: a training attack only
+    cfg = compose_train(f"attack@model.{slot}={option}")
     net = hydra.utils.instantiate(cfg.model.net)
-    attack = build_attack(cfg.model.val_attack, net)
+    attack = build_attack(cfg.model[slot], net, where=f"model.{slot}")
     assert callable(attack)
-    assert type(attack).__name__ == cfg.model.val_attack._target_.rsplit(".", 1)[1]
+    assert type(attack).__name__ == cfg.model[slot]._target_.rsplit(".", 1)[1]
 
 
 @pytest.mark.parametrize("option", config_options("trainer"))
@@ -203,7 +205,8 @@ def test_experiment_options_instantiate(compose_train, option: str) -> None:
     model = hydra.utils.instantiate(cfg.model)
     datamodule = hydra.utils.instantiate(cfg.data)
     assert model(torch.rand(2, *datamodule.dims)).shape == (2, 10)
-    expected_method = {"clean": "clean", "pgd_at": "pgd", "fast_at": "fgsm_rs", "trades": "trades"}
+    expected_method = {"clean": "clean", "pgd_at": "pgd", "fast_at": "fgsm_rs", "trades": "trades",
+                       "free_at": "free"}  # fmt: skip
     assert model.hparams.method == expected_method[option.split("_", 1)[1]]
 
 

@@ -92,7 +92,8 @@ def test_checkpoint_reload_gives_identical_logits(tmp_path: Path) -> None:
 
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(
-        ConfigError, match=r"model.method='madry' is not one of clean, pgd, fgsm_rs, nfgsm, trades"
+        ConfigError,
+        match=r"model.method='madry' is not one of clean, pgd, fgsm_rs, nfgsm, trades, free",
     ):
         RobustClassifier(net=NET, method="madry", train_attack=PGD, optimizer=ADAM)
 

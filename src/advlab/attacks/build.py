@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +58,17 @@ def validate_attack_config(
     return cfg
 
 
+def attack_class(cfg: Mapping[str, Any] | DictConfig) -> type | None:
+    """The class a config's `_target_` names, or None when it does not resolve (build_attack
+    then reports why)."""
+    module_name, _, name = str(as_plain_dict(cfg).get("_target_", "")).rpartition(".")
+    try:  # not hydra.utils.get_class: it logs an error of its own for a bad target
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
 def build_attack(
     cfg: Mapping[str, Any] | DictConfig, model: nn.Module, where: str = "attack"
 ) -> Any:
@@ -78,6 +90,11 @@ def build_attack(
         raise ConfigError(f"{where}: cannot build {cfg['_target_']}: {reason}") from err
     if not callable(attack):
         raise ConfigError(f"{where}: {cfg['_target_']} did not build a callable attack")
+    if getattr(attack, "training_only", False) and not where.endswith("train_attack"):
+        raise ConfigError(
+            f"{where}: {cfg['_target_']} is a training attack only (it does not search for "
+            f"adversarial examples on its own); it cannot measure robust accuracy"
+        )
     return attack
 
 

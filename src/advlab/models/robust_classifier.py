@@ -15,12 +15,16 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks import EpsilonSchedule, build_attack
-from advlab.attacks.build import as_plain_dict, validate_attack_config
+from advlab.attacks.build import as_plain_dict, attack_class, validate_attack_config
+from advlab.attacks.free import FreePerturbation
 from advlab.errors import ConfigError
+from advlab.models.free_step import free_adversarial_step
 from advlab.models.objectives import OBJECTIVES
 from advlab.models.regularizers import AdaptiveLinearityWeight, local_linearity_error
 
 LINEARITY_SCHEDULES = ("constant", "adaptive")
+# `free` is no objective function: it runs its own optimizer loop (models/free_step.py)
+METHODS = (*OBJECTIVES, "free")
 
 ConfigLike = Mapping[str, Any] | DictConfig | None
 
@@ -28,6 +32,30 @@ ConfigLike = Mapping[str, Any] | DictConfig | None
 def _plain(cfg: ConfigLike) -> dict[str, Any] | None:
     """What goes into the checkpoint, so reloading needs no Hydra state."""
     return None if cfg is None else as_plain_dict(cfg)
+
+
+def _check_free_settings(
+    method: str, train_attack: ConfigLike, free_replays: int, linearity_weight: float
+) -> None:
+    """Free AT and its perturbation only make sense together (attack/free steps only when
+    method=free drives it); refuse the mismatches before any training."""
+    if isinstance(free_replays, bool) or not isinstance(free_replays, int) or free_replays < 1:
+        raise ConfigError(f"model.free_replays must be an integer >= 1, got {free_replays!r}")
+    cls = attack_class(train_attack) if train_attack is not None else None
+    is_free_attack = cls is not None and issubclass(cls, FreePerturbation)
+    if method == "free" and not is_free_attack:
+        target = None if train_attack is None else as_plain_dict(train_attack).get("_target_")
+        raise ConfigError(
+            f"model.method=free needs attack/free as model.train_attack "
+            f"(attack@model.train_attack=free), got {target}"
+        )
+    if method not in ("free", "clean") and is_free_attack:
+        raise ConfigError(
+            f"attack/free only moves under model.method=free; model.method={method} needs an "
+            f"attack that computes its own gradients (e.g. attack@model.train_attack=ffgsm)"
+        )
+    if method == "free" and linearity_weight > 0:
+        raise ConfigError("model.linearity_weight applies to pgd, fgsm_rs and nfgsm, not free")
 
 
 class RobustClassifier(LightningModule):
@@ -40,7 +68,9 @@ class RobustClassifier(LightningModule):
     Args:
         net: config (`_target_` + arguments) of a classifier from `advlab.nets`.
         method: `clean`, `pgd` (Madry et al.), `fgsm_rs` (Wong et al., "fast"), `nfgsm` (de Jorge
-            et al.) or `trades`.
+            et al.), `trades`, or `free` (Shafahi et al.: each batch replayed `free_replays`
+            times, one optimizer step and one perturbation step per forward/backward pass;
+            needs attack/free as `train_attack`).
         train_attack: attack config used to craft training examples (ignored by `clean`).
         val_attack: attack for `val/robust_acc` (on the first `val_robust_batches` batches).
         test_attack: attack for `test/robust_acc` (on the whole test split).
@@ -63,6 +93,8 @@ class RobustClassifier(LightningModule):
         linearity_decay: per-step decay of the adaptive weight after a spike.
         linearity_sensitivity: a spike is a penalty above the mean of all earlier steps plus
             this many standard deviations.
+        free_replays: `free` only: times each batch is replayed (optimizer steps per batch);
+            a per-step LR schedule counts replays.
         val_robust_batches: validation batches attacked per epoch (-1: all of them).
         channels_last: keep the network and batches in channels-last memory format (faster
             convolutions on recent GPUs, and for SmallCNN on the CPU; `model/robust.yaml` turns
@@ -89,13 +121,14 @@ class RobustClassifier(LightningModule):
         linearity_schedule: str = "constant",
         linearity_decay: float = 0.99,
         linearity_sensitivity: float = 2.0,
+        free_replays: int = 4,
         val_robust_batches: int = -1,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if method not in OBJECTIVES:
-            raise ConfigError(f"model.method={method!r} is not one of {', '.join(OBJECTIVES)}")
+        if method not in METHODS:
+            raise ConfigError(f"model.method={method!r} is not one of {', '.join(METHODS)}")
         if method != "clean" and train_attack is None:
             raise ConfigError(f"model.method={method} needs model.train_attack (an attack/ config)")
         if scheduler_interval not in ("step", "epoch"):
@@ -116,7 +149,7 @@ class RobustClassifier(LightningModule):
             raise ConfigError(
                 f"model.adversarial_fraction must be in (0, 1], got {adversarial_fraction}"
             )
-        if adversarial_fraction < 1 and method in ("clean", "trades"):
+        if adversarial_fraction < 1 and method in ("clean", "trades", "free"):
             raise ConfigError(
                 f"model.adversarial_fraction applies to pgd, fgsm_rs and nfgsm, not {method}"
             )
@@ -133,6 +166,7 @@ class RobustClassifier(LightningModule):
             )
         if optimizer is None:
             raise ConfigError("model.optimizer is required (a _partial_ torch.optim config)")
+        _check_free_settings(method, train_attack, free_replays, linearity_weight)
         for name, cfg in (
             ("train_attack", train_attack),
             ("val_attack", val_attack),
@@ -158,13 +192,16 @@ class RobustClassifier(LightningModule):
                 "linearity_schedule": linearity_schedule,
                 "linearity_decay": linearity_decay,
                 "linearity_sensitivity": linearity_sensitivity,
+                "free_replays": free_replays,
                 "val_robust_batches": val_robust_batches,
                 "channels_last": channels_last,
                 "compile": compile,
             }
         )
         self.net: nn.Module = hydra.utils.instantiate(self.hparams.net)
-        self.objective = OBJECTIVES[method]
+        self.objective = OBJECTIVES.get(method)
+        # free AT takes several optimizer steps per batch, so it drives the optimizer itself
+        self.automatic_optimization = method != "free"
         self._attacks: dict[str, Any] = {}
         self._warmup: EpsilonSchedule | None = None
         self.adaptive_linearity: AdaptiveLinearityWeight | None = None
@@ -249,6 +286,17 @@ class RobustClassifier(LightningModule):
             self.log(
                 "train/eps_factor", self._warmup.update(progress), on_step=True, on_epoch=False
             )
+        if self.hparams.method == "free":
+            loss, logits = free_adversarial_step(
+                self,
+                attack,
+                x,
+                y,
+                replays=self.hparams.free_replays,
+                step_scheduler=self.hparams.scheduler_interval == "step",
+            )
+            self._log_training(loss, logits, y)
+            return loss
         loss, logits = self.objective(
             self.net,
             attack,
@@ -263,11 +311,21 @@ class RobustClassifier(LightningModule):
             )
             self.log("train/lin_err", lin_err.detach(), on_step=False, on_epoch=True)
             loss = loss + self._linearity_weight(lin_err) * lin_err
+        self._log_training(loss, logits, y)
+        return loss
+
+    def _log_training(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.train_loss(loss.detach())
         self.train_acc(logits.detach(), y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # under manual optimization (free) Lightning leaves every scheduler step to the module
+        if not self.automatic_optimization and self.hparams.scheduler_interval == "epoch":
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()
 
     def _linearity_weight(self, lin_err: torch.Tensor) -> float | torch.Tensor:
         if self.adaptive_linearity is None:
@@ -328,6 +386,16 @@ class RobustClassifier(LightningModule):
             self.log("test/robust_acc", self.test_robust_acc, on_step=False, on_epoch=True)
 
     # ---- optimization -------------------------------------------------------------------------
+    def _optimizer_steps(self) -> int:
+        """Optimizer steps of the whole run, for schedules that need the total (OneCycleLR)."""
+        estimated = int(self.trainer.estimated_stepping_batches)
+        if self.hparams.method != "free":
+            return estimated
+        # free AT steps once per replay; `trainer.max_steps` already counts optimizer steps
+        total = estimated * self.hparams.free_replays
+        max_steps = getattr(self.trainer, "max_steps", -1)
+        return min(total, max_steps) if max_steps is not None and max_steps > 0 else total
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params=self.parameters())
         if self.hparams.scheduler is None:
@@ -337,7 +405,7 @@ class RobustClassifier(LightningModule):
         func = getattr(make_scheduler, "func", make_scheduler)
         keywords = getattr(make_scheduler, "keywords", {})
         if "total_steps" in inspect.signature(func).parameters and "total_steps" not in keywords:
-            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            extra["total_steps"] = self._optimizer_steps()
         scheduler = make_scheduler(optimizer=optimizer, **extra)
         return {
             "optimizer": optimizer,
