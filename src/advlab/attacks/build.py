@@ -41,6 +41,11 @@ def validate_attack_config(
     target = cfg.get("_target_")
     if not target:
         raise ConfigError(f"{where} has no _target_ (expected e.g. torchattacks.PGD); got {cfg}")
+    if getattr(attack_class(cfg), "training_only", False) and not where.endswith("train_attack"):
+        raise ConfigError(
+            f"{where}: {target} is a training attack only (it does not search for adversarial "
+            f"examples on its own); it cannot measure robust accuracy"
+        )
     norm = attack_norm(cfg)
     if norm not in ("Linf", "L2"):
         raise ConfigError(f"{where}.norm={norm!r} is not one of Linf, L2")
@@ -90,11 +95,7 @@ def build_attack(
         raise ConfigError(f"{where}: cannot build {cfg['_target_']}: {reason}") from err
     if not callable(attack):
         raise ConfigError(f"{where}: {cfg['_target_']} did not build a callable attack")
-    if getattr(attack, "training_only", False) and not where.endswith("train_attack"):
-        raise ConfigError(
-            f"{where}: {cfg['_target_']} is a training attack only (it does not search for "
-            f"adversarial examples on its own); it cannot measure robust accuracy"
-        )
+
     return attack
 
 
