@@ -15,10 +15,9 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks import EpsilonSchedule, build_attack
-from advlab.attacks.build import as_plain_dict, attack_class, validate_attack_config
-from advlab.attacks.free import FreePerturbation
+from advlab.attacks.build import as_plain_dict, validate_attack_config
 from advlab.errors import ConfigError
-from advlab.models.free_step import free_adversarial_step
+from advlab.models.free_step import check_free_settings, free_adversarial_step
 from advlab.models.objectives import OBJECTIVES
 from advlab.models.regularizers import AdaptiveLinearityWeight, local_linearity_error
 
@@ -32,30 +31,6 @@ ConfigLike = Mapping[str, Any] | DictConfig | None
 def _plain(cfg: ConfigLike) -> dict[str, Any] | None:
     """What goes into the checkpoint, so reloading needs no Hydra state."""
     return None if cfg is None else as_plain_dict(cfg)
-
-
-def _check_free_settings(
-    method: str, train_attack: ConfigLike, free_replays: int, linearity_weight: float
-) -> None:
-    """Free AT and its perturbation only make sense together (attack/free steps only when
-    method=free drives it); refuse the mismatches before any training."""
-    if isinstance(free_replays, bool) or not isinstance(free_replays, int) or free_replays < 1:
-        raise ConfigError(f"model.free_replays must be an integer >= 1, got {free_replays!r}")
-    cls = attack_class(train_attack) if train_attack is not None else None
-    is_free_attack = cls is not None and issubclass(cls, FreePerturbation)
-    if method == "free" and not is_free_attack:
-        target = None if train_attack is None else as_plain_dict(train_attack).get("_target_")
-        raise ConfigError(
-            f"model.method=free needs attack/free as model.train_attack "
-            f"(attack@model.train_attack=free), got {target}"
-        )
-    if method not in ("free", "clean") and is_free_attack:
-        raise ConfigError(
-            f"attack/free only moves under model.method=free; model.method={method} needs an "
-            f"attack that computes its own gradients (e.g. attack@model.train_attack=ffgsm)"
-        )
-    if method == "free" and linearity_weight > 0:
-        raise ConfigError("model.linearity_weight applies to pgd, fgsm_rs and nfgsm, not free")
 
 
 class RobustClassifier(LightningModule):
@@ -166,7 +141,7 @@ class RobustClassifier(LightningModule):
             )
         if optimizer is None:
             raise ConfigError("model.optimizer is required (a _partial_ torch.optim config)")
-        _check_free_settings(method, train_attack, free_replays, linearity_weight)
+        check_free_settings(method, train_attack, free_replays, linearity_weight)
         for name, cfg in (
             ("train_attack", train_attack),
             ("val_attack", val_attack),
