@@ -158,14 +158,32 @@ def test_resume_continues_the_replay_count_and_the_schedule(tmp_path) -> None:
     assert one_cycle.last_epoch == one_cycle.total_steps == 16
 
 
-def test_max_steps_caps_the_schedule_in_optimizer_steps() -> None:
+@pytest.mark.parametrize(
+    ("batches", "max_steps", "total"), [(50, 120, 120), (50, 121, 124), (1, 1, 4)]
+)
+def test_max_steps_caps_the_schedule_at_whole_batches_of_replays(
+    batches: int, max_steps: int, total: int
+) -> None:
+    """The Trainer checks max_steps (optimizer steps) between batches, so a run stops after the
+    replays of the batch that crosses it (fast_dev_run: max_steps 1, one batch of 4 replays)."""
     scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True,
                  "max_lr": 0.01}  # fmt: skip
     model = free_model(free_replays=4, scheduler=scheduler)
 
     class _Trainer:
-        estimated_stepping_batches = 50  # Lightning: min(max_steps, batches)
-        max_steps = 120  # optimizer steps: stops before 50 batches x 4 replays
+        estimated_stepping_batches = batches  # Lightning: min(max_steps, batches)
 
+    _Trainer.max_steps = max_steps
     model.trainer = _Trainer()  # type: ignore[assignment]
-    assert model.configure_optimizers()["lr_scheduler"]["scheduler"].total_steps == 120
+    assert model.configure_optimizers()["lr_scheduler"]["scheduler"].total_steps == total
+
+
+def test_fast_dev_run_takes_one_batch_of_replays() -> None:
+    scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True,
+                 "max_lr": 0.01}  # fmt: skip
+    model = free_model(free_replays=4, scheduler=scheduler)
+    x, y = fixed_data()
+    trainer = Trainer(fast_dev_run=True, accelerator="cpu", logger=False,
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=8))
+    assert trainer.global_step == 4

@@ -119,8 +119,8 @@ def test_batch_that_does_not_divide_across_devices_is_refused(compose_train) -> 
 
 
 def test_unknown_method_is_refused_before_training(compose_train) -> None:
-    cfg = compose_train("model.method=free")
-    with pytest.raises(ConfigError, match=r"model.method='free' is not one of"):
+    cfg = compose_train("model.method=madry")
+    with pytest.raises(ConfigError, match=r"model.method='madry' is not one of"):
         train(cfg)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -366,10 +367,14 @@ class RobustClassifier(LightningModule):
         estimated = int(self.trainer.estimated_stepping_batches)
         if self.hparams.method != "free":
             return estimated
-        # free AT steps once per replay; `trainer.max_steps` already counts optimizer steps
-        total = estimated * self.hparams.free_replays
+        # free AT steps once per replay. `trainer.max_steps` counts optimizer steps, but the
+        # Trainer only checks it between batches, so a run ends on a whole batch of replays
+        replays = self.hparams.free_replays
+        total = estimated * replays
         max_steps = getattr(self.trainer, "max_steps", -1)
-        return min(total, max_steps) if max_steps is not None and max_steps > 0 else total
+        if max_steps is None or max_steps <= 0:
+            return total
+        return min(total, math.ceil(max_steps / replays) * replays)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params=self.parameters())
