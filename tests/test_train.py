@@ -124,6 +124,23 @@ def test_unknown_method_is_refused_before_training(compose_train) -> None:
         train(cfg)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+trainer.gradient_clip_val=1.0", r"trainer.gradient_clip_val=1.0: RobustClassifier steps "
+         r"its optimizers itself \(manual optimization\), so Lightning cannot clip"),
+        ("+trainer.accumulate_grad_batches=2", r"trainer.accumulate_grad_batches=2: .* cannot "
+         r"accumulate its gradients"),
+    ],
+)  # fmt: skip
+def test_manual_optimization_refuses_clipping_and_accumulation(
+    compose_train, override: str, message: str
+) -> None:
+    cfg = compose_train("experiment=mnist_free_at", "logger=none", override)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+
+
 def test_epsilon_outside_unit_interval_is_refused(compose_train) -> None:
     cfg = compose_train("model.train_attack.eps=1.5")
     with pytest.raises(ConfigError, match=r"model.train_attack.eps=1.5 is outside \(0, 1\]"):

@@ -40,6 +40,24 @@ def check_batch_divides(datamodule: LightningDataModule, trainer: Trainer) -> No
         datamodule.per_device_batch_size(trainer.world_size, datamodule.hparams.batch_size)
 
 
+def check_manual_optimization_fits_trainer(model: LightningModule, trainer: Trainer) -> None:
+    """Models that step their own optimizers (GANs, model.method=free) cannot have Lightning
+    clip or accumulate their gradients; Lightning says so only once fit starts, in a traceback."""
+    if model.automatic_optimization:
+        return
+    why = f"{type(model).__name__} steps its optimizers itself (manual optimization)"
+    if trainer.gradient_clip_val:
+        raise ConfigError(
+            f"trainer.gradient_clip_val={trainer.gradient_clip_val}: {why}, so Lightning cannot "
+            f"clip its gradients; remove it"
+        )
+    if trainer.accumulate_grad_batches > 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: {why}, so "
+            f"Lightning cannot accumulate its gradients; remove it"
+        )
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")

@@ -18,6 +18,7 @@ from advlab.errors import AdvlabError, ConfigError
 from advlab.preflight import (
     check_batch_divides,
     check_choice,
+    check_manual_optimization_fits_trainer,
     check_model_fits_data,
     check_monitored_metrics_are_measured,
 )
@@ -126,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **strategy
     )
     check_batch_divides(datamodule, trainer)
+    check_manual_optimization_fits_trainer(model, trainer)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     _log_hyperparameters(cfg, model, loggers)
 
