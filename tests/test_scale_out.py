@@ -99,3 +99,18 @@ def test_seed_and_deterministic_give_bit_identical_runs(compose_train, tmp_path:
     assert first["metrics"] == second["metrics"]
     for key, value in first["state_dict"].items():
         assert torch.equal(value, second["state_dict"][key]), key
+
+
+def test_free_adversarial_training_runs_on_two_processes(mnist_dir: Path, tmp_path: Path) -> None:
+    """Free AT drives its optimizer by hand (manual_backward all-reduces the gradients)."""
+    run_dir = tmp_path / "free"
+    result = _run_train_py(
+        f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "trainer=ddp_sim",
+        "experiment=mnist_free_at", "model.free_replays=3", "data.batch_size=8",
+        "data.val_size=16", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.num_sanity_val_steps=0", "logger=csv", "extras.print_config=false",
+        "callbacks.adversarial_eval=null", "model.val_attack.steps=1", "test=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 2 * 3  # 2 batches per rank, 3 replays each
