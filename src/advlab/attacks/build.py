@@ -95,7 +95,6 @@ def build_attack(
         raise ConfigError(f"{where}: cannot build {cfg['_target_']}: {reason}") from err
     if not callable(attack):
         raise ConfigError(f"{where}: {cfg['_target_']} did not build a callable attack")
-
     return attack
 
 
