@@ -39,7 +39,7 @@ class FreePerturbation(Attack):
         self.delta: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
+        images = images.detach().to(self.device)  # read only: no copy per replay
         if self.delta is None or self.delta.shape != images.shape:
             # the first batch, or a last batch of another size: start from zero
             self.delta = torch.zeros_like(images)

@@ -371,8 +371,8 @@ class RobustClassifier(LightningModule):
         # Trainer only checks it between batches, so a run ends on a whole batch of replays
         replays = self.hparams.free_replays
         total = estimated * replays
-        max_steps = getattr(self.trainer, "max_steps", -1)
-        if max_steps is None or max_steps <= 0:
+        max_steps = getattr(self.trainer, "max_steps", -1)  # Lightning: -1 when unset
+        if max_steps <= 0:
             return total
         return min(total, math.ceil(max_steps / replays) * replays)
 
