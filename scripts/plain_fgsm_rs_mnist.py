@@ -1,4 +1,4 @@
-"""Reference point for `experiment=mnist_fast_at`: FGSM-RS on MNIST as a user writes it by hand.
+"""Reference point for `experiment=mnist_fgsm_rs`: FGSM-RS on MNIST as a user writes it by hand.
 
 The recipe's training math (the widened strided CNN of Wong et al., torchattacks FFGSM eps 0.3 /
 step 0.3 from a random start, 2-epoch epsilon warm-up, Adam with a one-cycle LR peaking at
@@ -11,7 +11,7 @@ next to the recipe's:
 
     /usr/bin/time -v python scripts/plain_fgsm_rs_mnist.py --data-dir ../shared/datasets \
         --linearity-weight 10 --linearity-fraction 0.5
-    /usr/bin/time -v python train.py experiment=mnist_fast_at data.data_dir=../shared/datasets
+    /usr/bin/time -v python train.py experiment=mnist_fgsm_rs data.data_dir=../shared/datasets
 """
 
 from __future__ import annotations

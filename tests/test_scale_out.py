@@ -106,7 +106,7 @@ def test_free_adversarial_training_runs_on_two_processes(mnist_dir: Path, tmp_pa
     run_dir = tmp_path / "free"
     result = _run_train_py(
         f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "trainer=ddp_sim",
-        "experiment=mnist_free_at", "model.free_replays=3", "data.batch_size=8",
+        "experiment=mnist_fast_at", "model.free_replays=3", "data.batch_size=8",
         "data.val_size=16", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "trainer.num_sanity_val_steps=0", "logger=csv", "extras.print_config=false",
         "callbacks.adversarial_eval=null", "model.val_attack.steps=1", "test=false",

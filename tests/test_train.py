@@ -60,7 +60,7 @@ def test_adaptive_linearity_state_is_written_into_the_checkpoint(
     compose_train, tmp_path: Path
 ) -> None:
     cfg = compose_train(
-        "experiment=mnist_fast_at", "model.linearity_schedule=adaptive", "logger=none", "test=false"
+        "experiment=mnist_fgsm_rs", "model.linearity_schedule=adaptive", "logger=none", "test=false"
     )
     limit_batches(cfg, epochs=1, train_batches=3)
     train(cfg)
@@ -136,7 +136,7 @@ def test_unknown_method_is_refused_before_training(compose_train) -> None:
 def test_manual_optimization_refuses_clipping_and_accumulation(
     compose_train, override: str, message: str
 ) -> None:
-    cfg = compose_train("experiment=mnist_free_at", "logger=none", override)
+    cfg = compose_train("experiment=mnist_fast_at", "logger=none", override)
     with pytest.raises(ConfigError, match=message):
         train(cfg)
 
