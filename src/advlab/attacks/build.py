@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,8 +15,7 @@ from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from advlab.errors import ConfigError
-
-L2_TARGET_SUFFIXES = ("L2",)
+from advlab.threat_model import check_budget, check_norm
 
 
 def as_plain_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
@@ -26,11 +26,8 @@ def as_plain_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
 
 def attack_norm(cfg: Mapping[str, Any] | DictConfig) -> str:
-    """'Linf' or 'L2': from the config's `norm`, else from the class name (PGDL2 -> L2)."""
-    cfg = as_plain_dict(cfg)
-    if "norm" in cfg:
-        return str(cfg["norm"])
-    return "L2" if str(cfg.get("_target_", "")).endswith(L2_TARGET_SUFFIXES) else "Linf"
+    """'Linf' or 'L2', as the attack config declares it (`norm:`)."""
+    return str(as_plain_dict(cfg).get("norm"))
 
 
 def validate_attack_config(
@@ -46,20 +43,13 @@ def validate_attack_config(
             f"{where}: {target} is a training attack only (it does not search for adversarial "
             f"examples on its own); it cannot measure robust accuracy"
         )
-    norm = attack_norm(cfg)
-    if norm not in ("Linf", "L2"):
-        raise ConfigError(f"{where}.norm={norm!r} is not one of Linf, L2")
+    if "norm" not in cfg:
+        raise ConfigError(
+            f"{where} declares no norm: add `norm: Linf` (or L2) to its attack config"
+        )
+    norm = check_norm(cfg["norm"], f"{where}.norm")
     if "eps" in cfg:
-        eps = cfg["eps"]
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool):
-            raise ConfigError(f"{where}.eps={eps!r} is not a number")
-        if norm == "Linf" and not 0 < eps <= 1:
-            raise ConfigError(
-                f"{where}.eps={eps} is outside (0, 1]: Linf budgets are in pixel units of [0, 1] "
-                f"images (MNIST 0.3, CIFAR-10 8/255≈0.0314)"
-            )
-        if norm == "L2" and not eps > 0:
-            raise ConfigError(f"{where}.eps={eps} must be > 0 for an L2 attack")
+        check_budget(cfg["eps"], norm, f"{where}.eps")
     return cfg
 
 
@@ -84,6 +74,8 @@ def build_attack(
     respect to the inputs only.
     """
     cfg = validate_attack_config(cfg, where)
+    if not _accepts(attack_class(cfg), "norm"):  # declared for advlab; PGD & co. are Linf-only
+        cfg = {key: value for key, value in cfg.items() if key != "norm"}
     try:
         attack = hydra.utils.instantiate(cfg, model)
     except MissingMandatoryValue as err:  # a `???` left in the config (attack/advgan's ckpt_path)
@@ -96,6 +88,14 @@ def build_attack(
     if not callable(attack):
         raise ConfigError(f"{where}: {cfg['_target_']} did not build a callable attack")
     return attack
+
+
+def _accepts(cls: type | None, name: str) -> bool:
+    """Whether `cls(...)` takes a keyword `name` (True when unknown: let it say so itself)."""
+    if cls is None:
+        return True
+    parameters = inspect.signature(cls).parameters
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def check_within_budget(

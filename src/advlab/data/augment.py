@@ -29,31 +29,6 @@ def random_crop(
     return cropped.permute(0, 3, 1, 2).contiguous()
 
 
-def random_rotate_scale(
-    images: torch.Tensor,
-    degrees: float,
-    scale: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Rotate each image by a uniform angle in [-degrees, degrees] and zoom it by a uniform
-    factor in [1 - scale, 1 + scale] about its centre (bilinear, zeros outside).
-
-    Per image, as `torchvision.transforms.RandomAffine(degrees, scale=(1 - s, 1 + s))` would do
-    one image at a time; here one `grid_sample` call handles the batch.
-    """
-    if degrees <= 0 and scale <= 0:
-        return images
-    n = images.shape[0]
-    draws = torch.rand(2, n, device=images.device, generator=generator) * 2 - 1
-    angle = torch.deg2rad(draws[0] * degrees)
-    zoom = 1 + draws[1] * scale
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # output -> input coordinates
-    zeros = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
 def random_horizontal_flip(
     images: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:

@@ -9,15 +9,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from advlab.data.augment import (
-    random_crop,
-    random_horizontal_flip,
-    random_rotate_scale,
-    to_unit_float,
-)
+from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
 from advlab.data.in_memory import BatchedTensorDataset, keep_batch
 from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesMissingError
+from advlab.threat_model import ThreatModel
 
 
 class VisionDataModule(LightningDataModule):
@@ -38,9 +34,11 @@ class VisionDataModule(LightningDataModule):
         download: try to download missing files in `prepare_data`.
         crop_padding: random-crop augmentation padding in pixels for training (0 = off).
         flip: random horizontal flips for training.
-        rotation: random rotation of each training image, uniform in +-this many degrees.
-        scale: random zoom of each training image, uniform in 1 +- this factor.
         eval_batch_size: global batch size for validation/test (default: `batch_size`).
+        image_shape: (C, H, W) as the config declares it (networks are sized from the config);
+            checked against the dataset's own `dims`.
+        num_classes: the number of classes the config declares; checked like `image_shape`.
+        threat_model: `{norm, eps}` of the attacks on this data (`advlab.threat_model`).
     """
 
     #: subclasses set these
@@ -61,8 +59,9 @@ class VisionDataModule(LightningDataModule):
         crop_padding: int = 0,
         flip: bool = False,
         eval_batch_size: int | None = None,
-        rotation: float = 0.0,
-        scale: float = 0.0,
+        image_shape: tuple[int, int, int] | None = None,
+        num_classes: int | None = None,
+        threat_model: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -71,10 +70,20 @@ class VisionDataModule(LightningDataModule):
             raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
         if crop_padding < 0:
             raise ConfigError(f"data.crop_padding must be >= 0, got {crop_padding}")
-        if not 0 <= rotation <= 180:
-            raise ConfigError(f"data.rotation must be in [0, 180] degrees, got {rotation}")
-        if not 0 <= scale < 1:
-            raise ConfigError(f"data.scale must be in [0, 1), got {scale}")
+        if image_shape is not None and tuple(image_shape) != tuple(self.dims):
+            raise ConfigError(
+                f"data.image_shape={list(image_shape)} but {self.name} images are "
+                f"{list(self.dims)} (channels, height, width)"
+            )
+        if num_classes is not None and num_classes != self.num_classes:
+            raise ConfigError(
+                f"data.num_classes={num_classes} but {self.name} has {self.num_classes} classes"
+            )
+        #: None when the config names none (then attacks need their own eps)
+        self.threat_model = None if threat_model is None else ThreatModel.from_config(threat_model)
+        # plain values in the hyperparameters: checkpoints load with weights_only=True
+        image_shape = None if image_shape is None else [int(v) for v in image_shape]
+        threat_model = None if threat_model is None else dict(vars(self.threat_model))
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir).expanduser()
         self.data_train: Dataset | None = None
@@ -220,7 +229,6 @@ class VisionDataModule(LightningDataModule):
     # ---- device-side transform ----------------------------------------------------------------
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """Training augmentation of a float batch in [0, 1]."""
-        images = random_rotate_scale(images, self.hparams.rotation, self.hparams.scale)
         images = random_crop(images, self.hparams.crop_padding)
         if self.hparams.flip:
             images = random_horizontal_flip(images)
