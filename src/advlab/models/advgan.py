@@ -16,10 +16,11 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from advlab.attacks.build import as_plain_dict
+from advlab.checkpoints import SafeCheckpointLoading, load_classifier_net
 from advlab.errors import ConfigError
 from advlab.evaluation.measure import attack_batch
 from advlab.evaluation.tally import JudgeTally
-from advlab.models.frozen_classifier import FrozenClassifier, load_classifier_net
+from advlab.models.frozen_classifier import FrozenClassifier
 from advlab.models.gan_step import GAN_LOSSES, adversarial_step, refuse_non_finite_weights
 
 ConfigLike = Mapping[str, Any] | DictConfig | None
@@ -50,7 +51,7 @@ def cw_margin_loss(
     return margin.clamp_min(-kappa).mean()
 
 
-class AdvGAN(LightningModule):
+class AdvGAN(SafeCheckpointLoading, LightningModule):
     """AdvGAN: G(x) proposes a perturbation, x + eps * G(x) must fool a fixed target classifier
     and look real to a discriminator D (Xiao et al. 2018, "Generating Adversarial Examples with
     Adversarial Networks").
@@ -97,6 +98,7 @@ class AdvGAN(LightningModule):
     #: read by advlab.train: each of the D and G updates leaves the other network without
     #: gradients, so DDP must be told to look for unused parameters.
     ddp_find_unused_parameters = True
+    checkpoint_hparams = ("target_net", "eps", "generator", "image_shape")
 
     def __init__(
         self,

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-import hydra
 import torch
 from torch import nn
 
 from advlab.errors import ConfigError
-
-#: hyperparameters every RobustClassifier checkpoint has (and GAN / AdvGAN ones do not)
-CLASSIFIER_HPARAMS = ("net", "method")
 
 
 class FrozenClassifier(nn.Module):
@@ -51,52 +45,3 @@ class FrozenClassifier(nn.Module):
         if logits.ndim != 2:
             raise ConfigError(f"{where} returns logits of shape {tuple(logits.shape)}, not (N, C)")
         return int(logits.shape[1])
-
-
-def load_classifier_net(path: str | Path | None, where: str) -> tuple[dict[str, Any], nn.Module]:
-    """(net config, net with trained weights) of a `model=robust` checkpoint, on CPU.
-
-    Anything else (no file, not a checkpoint, a GAN's checkpoint) is one ConfigError naming
-    `where` (e.g. `model.target_ckpt`) and what the file holds instead.
-    """
-    if path in (None, "", "???"):
-        raise ConfigError(
-            f"{where} is required: a model=robust checkpoint, e.g. "
-            f"logs/train/runs/<run>/checkpoints/last.ckpt of experiment=mnist_clean"
-        )
-    file = Path(str(path)).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"{where}={path}: no file there (expected a model=robust checkpoint)")
-    try:  # the user's own training output; Lightning checkpoints hold more than tensors
-        checkpoint = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as err:  # any unreadable file means the same to the user
-        first_line = str(err).splitlines()[0][:160] if str(err) else "unreadable"
-        raise ConfigError(
-            f"{where}={path} is not a PyTorch checkpoint ({type(err).__name__}: {first_line})"
-        ) from None
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ConfigError(f"{where}={path} is not a Lightning checkpoint (no state_dict)")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if not all(key in hparams for key in CLASSIFIER_HPARAMS):
-        modules = sorted({key.split(".", 1)[0] for key in checkpoint["state_dict"]})
-        raise ConfigError(
-            f"{where}={path} is not a RobustClassifier checkpoint (it holds "
-            f"{', '.join(modules) or 'nothing'}): train the classifier with model=robust, "
-            f"e.g. experiment=mnist_clean"
-        )
-    net_cfg = dict(hparams["net"])
-    prefix = "net."
-    weights = {
-        key[len(prefix) :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(prefix)
-    }
-    try:
-        net = hydra.utils.instantiate(net_cfg)
-        net.load_state_dict(weights)
-    except Exception as err:
-        raise ConfigError(
-            f"{where}={path}: cannot rebuild its network ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0][:200]})"
-        ) from None
-    return net_cfg, net

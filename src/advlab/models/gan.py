@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MinMetric
 
 from advlab.attacks.build import as_plain_dict
+from advlab.checkpoints import SafeCheckpointLoading
 from advlab.errors import ConfigError
 from advlab.models.gan_step import (
     GAN_LOSSES,
@@ -44,7 +45,7 @@ METRICS_DEFAULTS: dict[str, Any] = {
 SAMPLE_CHUNK = 500
 
 
-class GAN(LightningModule):
+class GAN(SafeCheckpointLoading, LightningModule):
     """An unconditional GAN with manual optimization: one D update per batch, one G update every
     `d_steps_per_g_step` batches, and an exponential moving average (EMA) of G for sampling.
 
@@ -75,6 +76,7 @@ class GAN(LightningModule):
     #: read by advlab.train: each of the D and G updates leaves the other network without
     #: gradients, so DDP must be told to look for unused parameters.
     ddp_find_unused_parameters = True
+    checkpoint_hparams = ("generator", "discriminator", "latent_dim")
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks import EpsilonSchedule, build_attack
 from advlab.attacks.build import as_plain_dict, validate_attack_config
+from advlab.checkpoints import CLASSIFIER_HPARAMS, SafeCheckpointLoading
 from advlab.errors import ConfigError
 from advlab.models.free_step import check_free_settings, free_adversarial_step
 from advlab.models.objectives import OBJECTIVES
@@ -34,7 +35,7 @@ def _plain(cfg: ConfigLike) -> dict[str, Any] | None:
     return None if cfg is None else as_plain_dict(cfg)
 
 
-class RobustClassifier(LightningModule):
+class RobustClassifier(SafeCheckpointLoading, LightningModule):
     """A classifier trained with `method` against the attack `train_attack`.
 
     `forward(x)` takes images in [0, 1] and returns logits; the network normalizes inside, so
@@ -78,6 +79,8 @@ class RobustClassifier(LightningModule):
         compile: `torch.compile` the network in place (`nn.Module.compile`: the state_dict
             keys and checkpoints stay those of the plain network).
     """
+
+    checkpoint_hparams = CLASSIFIER_HPARAMS
 
     def __init__(
         self,
