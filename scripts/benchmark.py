@@ -1,6 +1,6 @@
 """Training throughput of advlab's Trainer loop against a plain PyTorch loop doing the same math.
 
-For each recipe (clean, fgsm_rs, pgd = PGD-10, trades) and dataset shape (MNIST, CIFAR-10), both
+For each training method (clean, fgsm_rs, pgd = PGD-10, trades, mart) and dataset shape (MNIST, CIFAR-10), both
 loops train the same network (built from the same Hydra config) with the same torchattacks
 attack, optimizer and batch size, in this process, interleaved round by round, each timed after
 its own warm-up batches. The plain loop reads images the way people usually write it: a
@@ -38,16 +38,10 @@ from torchvision import datasets, transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from advlab.attacks import build_attack  # noqa: E402
-from advlab.models.objectives import OBJECTIVES  # noqa: E402
+from advlab.methods import build_method  # noqa: E402
 from advlab.utils import instantiate  # noqa: E402
 
-RECIPES = {  # recipe -> (model.method, training attack config, Hydra overrides)
-    "clean": ("clean", None),
-    "fgsm_rs": ("fgsm_rs", "ffgsm"),
-    "pgd": ("pgd", "pgd"),
-    "trades": ("trades", "tpgd"),
-}
+RECIPES = ("clean", "fgsm_rs", "pgd", "trades", "mart")  # configs/method/ options
 DATASETS = {"mnist": ("mnist", "small_cnn"), "cifar10": ("cifar10", "preact_resnet18")}
 
 
@@ -77,17 +71,14 @@ def _sync(device: torch.device) -> None:
 
 def compose_config(dataset: str, recipe: str, args: argparse.Namespace, data_dir: str):
     data, net = DATASETS[dataset]
-    method, attack = RECIPES[recipe]
     overrides = [
-        f"data={data}", f"model/net={net}", f"model.method={method}", f"data.data_dir={data_dir}",
+        f"data={data}", f"model/net={net}", f"method={recipe}", f"data.data_dir={data_dir}",
         f"data.batch_size={args.batch_size}", "data.download=false", "logger=none",
         f"data.val_size={args.val_size}",
         f"model.compile={str(args.compile).lower()}",
     ]  # fmt: skip
     if args.channels_last != "default":
         overrides.append(f"model.channels_last={args.channels_last == 'on'}")
-    if attack:
-        overrides.append(f"attack@model.train_attack={attack}")
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         return compose("train", overrides=overrides)
 
@@ -125,9 +116,8 @@ def plain_images_per_s(cfg, dataset: str, data_dir: str, args: argparse.Namespac
     if args.compile:
         net.compile()
     optimizer = instantiate(cfg.model.optimizer)(params=net.parameters())
-    method = cfg.model.method
-    attack = build_attack(cfg.model.train_attack, net) if method != "clean" else None
-    objective = OBJECTIVES[method]
+    method = build_method(cfg.model.method)
+    attack = method.attack(net)
     loader = DataLoader(plain_dataset(dataset, data_dir), batch_size=args.batch_size, shuffle=True)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in args.precision)
     net.train()
@@ -142,7 +132,7 @@ def plain_images_per_s(cfg, dataset: str, data_dir: str, args: argparse.Namespac
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            loss, _ = objective(net, attack, x, y, beta=cfg.model.trades_beta)
+            loss, _ = method.loss(net, attack, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -12,15 +12,16 @@ import torch
 from hydra import compose, initialize
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.datasets import cifar as cifar_module
 
+import advlab  # noqa: F401  (registers the config resolvers before any compose)
 from tests.datafiles import write_cifar10, write_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 REAL_MNIST = REPO_ROOT.parent / "shared" / "datasets"
-ATTACK_KEYS = ("train_attack", "val_attack", "test_attack")
+ATTACK_KEYS = ("val_attack", "test_attack")
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -58,8 +59,8 @@ def shrink_for_cpu(cfg: DictConfig, data_dir: Path, output_dir: Path) -> DictCon
         cfg.trainer.accelerator = "cpu"
         cfg.trainer.devices = 1
         cfg.extras.print_config = False
-        for key in ATTACK_KEYS:
-            attack = cfg.model.get(key)
+        method = cfg.model.get("method") or {}
+        for attack in (method.get("attack"), *(cfg.model.get(key) for key in ATTACK_KEYS)):
             if attack is not None and "steps" in attack:
                 attack.steps = min(attack.steps, 2)
             if attack is not None and "n_queries" in attack:
@@ -87,6 +88,17 @@ def compose_train(
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def attack_config(name: str, data: str = "mnist", **overrides) -> dict:
+    """attack/<name>.yaml resolved against data/<data>.yaml's threat model, as a plain dict."""
+    GlobalHydra.instance().clear()
+    with initialize(version_base="1.3", config_path="../configs"):
+        cfg = compose("train", overrides=[f"data={data}", f"attack@model.val_attack={name}"])
+    GlobalHydra.instance().clear()
+    attack = OmegaConf.to_container(cfg.model.val_attack, resolve=True)
+    attack.update(overrides)
+    return attack
 
 
 def config_options(group: str) -> list[str]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize
-from omegaconf import OmegaConf
 
 from advlab.attacks import EpsilonSchedule, attack_norm, build_attack, check_within_budget
 from advlab.errors import ConfigError
 from advlab.nets import SmallCNN
+from tests.conftest import attack_config as composed_attack
 from tests.conftest import config_options
 
-# CW is unbounded by design; N-FGSM is a training augmentation reaching (noise_scale + 1) * eps
-UNBOUNDED = ("cw", "nfgsm")
+# CW is unbounded by design
+UNBOUNDED = ("cw",)
 # a trained generator's checkpoint is needed: tests/test_advgan.py checks its budget
 NEEDS_CHECKPOINT = ("advgan",)
 # moved by the training loop only: tests/test_free_at.py checks its budget
@@ -25,9 +24,8 @@ BOUNDED = [
 ]
 
 
-def attack_config(name: str, **overrides) -> dict:
-    with initialize(version_base="1.3", config_path="../configs/attack"):
-        cfg = OmegaConf.to_container(compose(name), resolve=True)
+def attack_config(name: str, data: str = "mnist", **overrides) -> dict:
+    cfg = composed_attack(name, data)
     for key in ("steps", "n_queries"):  # keep CPU time small; the budget logic is unchanged
         if key in cfg:
             cfg[key] = min(cfg[key], 5 if key == "steps" else 200)
@@ -82,7 +80,7 @@ def test_check_within_budget_catches_violations() -> None:
 
 @pytest.mark.parametrize("eps", [0.0, -0.1, 1.5])
 def test_linf_epsilon_outside_unit_interval_is_refused(eps: float) -> None:
-    with pytest.raises(ConfigError, match=rf"attack.eps={eps} is outside \(0, 1\]"):
+    with pytest.raises(ConfigError, match=rf"attack.eps={eps:g} is outside \(0, 1\]"):
         build_attack(attack_config("pgd", eps=eps), SmallCNN())
 
 
@@ -94,7 +92,34 @@ def test_l2_epsilon_may_exceed_one() -> None:
 
 def test_unknown_attack_class_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"cannot build torchattacks.PDG"):
-        build_attack({"_target_": "torchattacks.PDG", "eps": 0.3}, SmallCNN())
+        build_attack({"_target_": "torchattacks.PDG", "norm": "Linf", "eps": 0.3}, SmallCNN())
+
+
+@pytest.mark.parametrize("name", config_options("attack"))
+def test_every_attack_config_declares_its_norm(name: str) -> None:
+    assert composed_attack(name)["norm"] in ("Linf", "L2")
+
+
+def test_an_attack_without_a_declared_norm_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"attack declares no norm: add `norm: Linf`"):
+        build_attack({"_target_": "torchattacks.PGDL2", "eps": 2.0}, SmallCNN())
+
+
+def test_the_declared_norm_decides_the_budget_check_not_the_class_name() -> None:
+    # an L2 attack whose class name does not end in L2 keeps its L2 radius above 1
+    cfg = attack_config("apgd", norm="L2", eps=1.5, steps=2)
+    net = SmallCNN(channels=(8, 16), hidden=32).eval()
+    x = torch.rand(3, 1, 28, 28)
+    x_adv = build_attack(cfg, net)(x, net(x).argmax(dim=1))
+    check_within_budget(x, x_adv, 1.5, "L2")
+
+
+@pytest.mark.parametrize("data, eps", [("mnist", 0.3), ("cifar10", 8 / 255)])
+def test_budgets_and_step_sizes_follow_the_data_threat_model(data: str, eps: float) -> None:
+    assert attack_config("pgd", data)["eps"] == pytest.approx(eps)
+    assert attack_config("pgd", data)["alpha"] == pytest.approx(eps / 4)
+    assert attack_config("pgd40", data)["alpha"] == pytest.approx(eps / 30)
+    assert attack_config("ffgsm", data)["alpha"] == pytest.approx(1.25 * eps)
 
 
 def test_epsilon_schedule_ramps_eps_and_alpha() -> None:
@@ -104,33 +129,3 @@ def test_epsilon_schedule_ramps_eps_and_alpha() -> None:
     assert (attack.eps, attack.alpha) == pytest.approx((0.075, 0.0075))
     schedule.update(5.0)
     assert (attack.eps, attack.alpha) == pytest.approx((0.3, 0.03))
-
-
-def test_nfgsm_reaches_beyond_eps_by_noise_plus_step_only(net_and_batch) -> None:
-    net, x, y = net_and_batch
-    torch.manual_seed(0)
-    cfg = attack_config("nfgsm", eps=0.1, alpha=0.1, noise_scale=2.0)
-    x_adv = build_attack(cfg, net)(x, y)
-    reach = (x_adv - x).abs().max().item()
-    assert 0.1 < reach <= 0.3 + 1e-6  # no projection: beyond eps, within (2 + 1) * eps
-    assert x_adv.min() >= 0 and x_adv.max() <= 1
-
-
-def test_nfgsm_clip_scale_projects_to_the_ball(net_and_batch) -> None:
-    net, x, y = net_and_batch
-    cfg = attack_config("nfgsm", eps=0.1, alpha=0.1, noise_scale=2.0, clip_scale=1.0)
-    check_within_budget(x, build_attack(cfg, net)(x, y), 0.1, "Linf")
-
-
-def test_nfgsm_step_raises_the_loss_over_noise_alone(net_and_batch) -> None:
-    net, x, y = net_and_batch
-    cfg = attack_config("nfgsm", eps=0.05, alpha=0.05, noise_scale=1.0)
-    attack = build_attack(cfg, net)
-    torch.manual_seed(0)
-    x_adv = attack(x, y)
-    torch.manual_seed(0)
-    x_noise = build_attack({**cfg, "alpha": 0.0}, net)(x, y)  # same noise, no gradient step
-    with torch.no_grad():
-        loss_adv = torch.nn.functional.cross_entropy(net(x_adv), y).item()
-        loss_noise = torch.nn.functional.cross_entropy(net(x_noise), y).item()
-    assert loss_adv > loss_noise

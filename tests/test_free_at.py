@@ -13,12 +13,7 @@ from advlab.attacks.free import FreePerturbation
 from advlab.errors import ConfigError
 from advlab.models import RobustClassifier
 from advlab.nets import SmallCNN
-
-NET = {"_target_": "advlab.nets.SmallCNN", "channels": [8, 16], "hidden": 32}
-FREE = {"_target_": "advlab.attacks.free.FreePerturbation", "eps": 0.3, "alpha": 0.15}
-PGD = {"_target_": "torchattacks.PGD", "eps": 0.3, "alpha": 0.1, "steps": 3, "random_start": True}
-FFGSM = {"_target_": "torchattacks.FFGSM", "eps": 0.3, "alpha": 0.375}
-ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
+from tests.builders import FREE, ONE_CYCLE, PGD, make_classifier
 
 
 def fixed_data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,10 +22,8 @@ def fixed_data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 10, (n,), generator=generator)
 
 
-def free_model(**kwargs) -> RobustClassifier:
-    torch.manual_seed(0)
-    args = {"net": NET, "method": "free", "train_attack": FREE, "optimizer": ADAM, **kwargs}
-    return RobustClassifier(**args)
+def free_model(replays: int = 4, **kwargs) -> RobustClassifier:
+    return make_classifier("free", {"replays": replays}, **kwargs)
 
 
 def fit(model: RobustClassifier, epochs: int, batch_size: int = 8) -> Trainer:
@@ -52,7 +45,7 @@ def pgd_loss(model: RobustClassifier, x: torch.Tensor, y: torch.Tensor) -> float
 
 def test_perturbation_starts_at_zero_then_moves_by_alpha_inside_the_ball() -> None:
     net = SmallCNN(channels=(8, 16), hidden=32)
-    attack = build_attack(FREE, net, where="model.train_attack")
+    attack = build_attack(FREE, net, where="model.method.attack", training=True)
     assert isinstance(attack, FreePerturbation)
     x, y = fixed_data(6)
     first = attack(x, y)
@@ -81,25 +74,25 @@ def test_free_perturbation_cannot_measure_robust_accuracy(where: str) -> None:
 
 
 def test_free_training_replays_every_batch_and_lowers_the_adversarial_loss() -> None:
-    model = free_model(free_replays=3)
+    model = free_model(replays=3)
     x, y = fixed_data()
     before = pgd_loss(model, x, y)
     trainer = fit(model, epochs=2)  # 4 batches of 8
     assert trainer.global_step == 2 * 4 * 3  # one optimizer step per replay
     after = pgd_loss(model, x, y)
     assert after < before - 0.1, (before, after)
-    carried = model.attack("train").delta
+    carried = model.method.attack(model.net).delta
     assert carried.shape == (8, 1, 28, 28) and carried.abs().max().item() > 0.1
     assert carried.abs().max().item() <= 0.3 + 1e-6
 
 
 def test_one_cycle_schedule_counts_replays() -> None:
-    scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True,
-                 "max_lr": 0.01}  # fmt: skip
-    model = free_model(free_replays=4, scheduler=scheduler)
+    scheduler = ONE_CYCLE
+    model = free_model(replays=4, scheduler=scheduler)
 
     class _Trainer:
         estimated_stepping_batches = 50
+        max_steps = -1
 
     model.trainer = _Trainer()  # type: ignore[assignment]
     assert model.configure_optimizers()["lr_scheduler"]["scheduler"].total_steps == 200
@@ -108,28 +101,9 @@ def test_one_cycle_schedule_counts_replays() -> None:
 def test_per_epoch_schedule_steps_once_per_epoch() -> None:
     scheduler = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True,
                  "step_size": 1, "gamma": 0.5}  # fmt: skip
-    model = free_model(free_replays=2, scheduler=scheduler, scheduler_interval="epoch")
+    model = free_model(replays=2, scheduler=scheduler, scheduler_interval="epoch")
     fit(model, epochs=3)
     assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**3)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"train_attack": FFGSM}, r"model.method=free needs attack/free as model.train_attack .*"
-         r"got torchattacks.FFGSM"),
-        ({"method": "pgd"}, r"attack/free only moves under model.method=free; model.method=pgd"),
-        ({"free_replays": 0}, r"model.free_replays must be an integer >= 1, got 0"),
-        ({"free_replays": 2.5}, r"model.free_replays must be an integer >= 1, got 2.5"),
-        ({"linearity_weight": 1.0}, r"model.linearity_weight applies to pgd, fgsm_rs and nfgsm, "
-         r"not free"),
-        ({"adversarial_fraction": 0.5}, r"model.adversarial_fraction applies to pgd, fgsm_rs and "
-         r"nfgsm, not free"),
-    ],
-)  # fmt: skip
-def test_bad_free_settings_are_refused(overrides: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        free_model(**overrides)
 
 
 class _StopAfterFirstEpoch(Callback):
@@ -138,24 +112,25 @@ class _StopAfterFirstEpoch(Callback):
 
 
 def test_resume_continues_the_replay_count_and_the_schedule(tmp_path) -> None:
-    scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True,
-                 "max_lr": 0.01}  # fmt: skip
+    scheduler = ONE_CYCLE
     x, y = fixed_data()
     loader = DataLoader(TensorDataset(x, y), batch_size=8)
     settings = {"max_epochs": 2, "accelerator": "cpu", "logger": False,
                 "enable_checkpointing": False, "enable_progress_bar": False,
                 "enable_model_summary": False, "limit_val_batches": 0}  # fmt: skip
     first = Trainer(callbacks=[_StopAfterFirstEpoch()], **settings)
-    first.fit(free_model(free_replays=2, scheduler=scheduler), loader)
+    first.fit(free_model(replays=2, scheduler=scheduler), loader)
     assert first.global_step == 4 * 2
     first.save_checkpoint(tmp_path / "last.ckpt")
-    model = free_model(free_replays=2, scheduler=scheduler)
+    model = free_model(replays=2, scheduler=scheduler)
     resumed = Trainer(**settings)
     # OneCycleLR raises if stepped past its total: resuming must neither restart nor overshoot it
     resumed.fit(model, loader, ckpt_path=tmp_path / "last.ckpt")
     assert resumed.global_step == 2 * 4 * 2
     one_cycle = model.lr_schedulers()
     assert one_cycle.last_epoch == one_cycle.total_steps == 16
+    # the perturbation carries on from where the interrupted run left it
+    assert "delta" in torch.load(tmp_path / "last.ckpt", weights_only=True)["method_state"]
 
 
 @pytest.mark.parametrize(
@@ -166,9 +141,8 @@ def test_max_steps_caps_the_schedule_at_whole_batches_of_replays(
 ) -> None:
     """The Trainer checks max_steps (optimizer steps) between batches, so a run stops after the
     replays of the batch that crosses it (fast_dev_run: max_steps 1, one batch of 4 replays)."""
-    scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True,
-                 "max_lr": 0.01}  # fmt: skip
-    model = free_model(free_replays=4, scheduler=scheduler)
+    scheduler = ONE_CYCLE
+    model = free_model(replays=4, scheduler=scheduler)
 
     class _Trainer:
         estimated_stepping_batches = batches  # Lightning: min(max_steps, batches)
@@ -179,9 +153,8 @@ def test_max_steps_caps_the_schedule_at_whole_batches_of_replays(
 
 
 def test_fast_dev_run_takes_one_batch_of_replays() -> None:
-    scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True,
-                 "max_lr": 0.01}  # fmt: skip
-    model = free_model(free_replays=4, scheduler=scheduler)
+    scheduler = ONE_CYCLE
+    model = free_model(replays=4, scheduler=scheduler)
     x, y = fixed_data()
     trainer = Trainer(fast_dev_run=True, accelerator="cpu", logger=False,
                       enable_progress_bar=False, enable_model_summary=False)  # fmt: skip

@@ -7,6 +7,9 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 
 from advlab.data import VisionDataModule
 from advlab.errors import ConfigError
+from advlab.utils import get_logger
+
+log = get_logger(__name__)
 
 
 def check_model_fits_data(model: LightningModule, datamodule: LightningDataModule) -> None:
@@ -80,3 +83,26 @@ def check_monitored_metrics_are_measured(model: LightningModule, callbacks: list
                 f"does not measure: monitor val/acc instead "
                 f"(callbacks.model_checkpoint.monitor=val/acc, as experiment=mnist_clean does)"
             )
+
+
+def warn_off_threat_model(model: LightningModule, datamodule: LightningDataModule) -> list[str]:
+    """One warning per attack of the model whose budget is not the data's threat model.
+
+    Every attack config reads its eps from `data.threat_model`, so a different budget comes from
+    an explicit override: legitimate, but worth a line in the log next to the numbers it makes.
+    """
+    threat = getattr(datamodule, "threat_model", None)
+    configs = getattr(model, "attack_configs", dict)()
+    if threat is None:
+        return []
+    warnings = []
+    for where, cfg in configs.items():
+        eps, norm = cfg.get("eps"), cfg.get("norm")
+        if eps is not None and norm == threat.norm and abs(float(eps) - threat.eps) > 1e-9:
+            warnings.append(
+                f"{where} attacks at {norm} eps {float(eps):.4g}, not the data's threat model "
+                f"({threat}): its numbers are not at the data's budget"
+            )
+    for line in warnings:
+        log.warning(line)
+    return warnings

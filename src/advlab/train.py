@@ -21,6 +21,7 @@ from advlab.preflight import (
     check_manual_optimization_fits_trainer,
     check_model_fits_data,
     check_monitored_metrics_are_measured,
+    warn_off_threat_model,
 )
 from advlab.utils import get_logger, instantiate, instantiate_callbacks, instantiate_loggers
 from advlab.utils.config_tree import print_config_tree
@@ -115,6 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model.configure_for_data(datamodule)
     else:
         check_model_fits_data(model, datamodule)
+    warn_off_threat_model(model, datamodule)
 
     callbacks: list[Callback] = instantiate_callbacks(cfg.get("callbacks"))
     loggers: list[Logger] = instantiate_loggers(cfg.get("logger"))

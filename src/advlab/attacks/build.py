@@ -31,14 +31,18 @@ def attack_norm(cfg: Mapping[str, Any] | DictConfig) -> str:
 
 
 def validate_attack_config(
-    cfg: Mapping[str, Any] | DictConfig, where: str = "attack"
+    cfg: Mapping[str, Any] | DictConfig, where: str = "attack", training: bool = False
 ) -> dict[str, Any]:
-    """Check a config before any model exists; returns it as a plain dict."""
+    """Check a config before any model exists; returns it as a plain dict.
+
+    `training`: the attack crafts training examples only, so a training-only attack (one that
+    does not search on its own, e.g. attack/free) is allowed.
+    """
     cfg = as_plain_dict(cfg)
     target = cfg.get("_target_")
     if not target:
         raise ConfigError(f"{where} has no _target_ (expected e.g. torchattacks.PGD); got {cfg}")
-    if getattr(attack_class(cfg), "training_only", False) and not where.endswith("train_attack"):
+    if getattr(attack_class(cfg), "training_only", False) and not training:
         raise ConfigError(
             f"{where}: {target} is a training attack only (it does not search for adversarial "
             f"examples on its own); it cannot measure robust accuracy"
@@ -65,15 +69,18 @@ def attack_class(cfg: Mapping[str, Any] | DictConfig) -> type | None:
 
 
 def build_attack(
-    cfg: Mapping[str, Any] | DictConfig, model: nn.Module, where: str = "attack"
+    cfg: Mapping[str, Any] | DictConfig,
+    model: nn.Module,
+    where: str = "attack",
+    training: bool = False,
 ) -> Any:
     """Instantiate the attack of `cfg` (a `_target_` + its arguments) against `model`.
 
     The model must take [0, 1] images and normalize inside, so no normalization is set on the
     attack. torchattacks puts the model in eval mode during the attack and takes gradients with
-    respect to the inputs only.
+    respect to the inputs only. `training`: see `validate_attack_config`.
     """
-    cfg = validate_attack_config(cfg, where)
+    cfg = validate_attack_config(cfg, where, training)
     if not _accepts(attack_class(cfg), "norm"):  # declared for advlab; PGD & co. are Linf-only
         cfg = {key: value for key, value in cfg.items() if key != "norm"}
     try:

@@ -1,7 +1,7 @@
 """The perturbation of "free" adversarial training (Shafahi et al. 2019, "Adversarial Training
 for Free!"): a training attack that costs no extra forward/backward pass.
 
-Free AT replays each batch `model.free_replays` times. Every replay runs one forward/backward
+Free AT (`method=free`, advlab.methods.FreeAT) replays each batch `model.method.replays` times. Every replay runs one forward/backward
 pass on x + delta that yields both the weights' gradient (one optimizer step) and the input
 gradient (one signed step on delta). delta is carried from replay to replay and on to the next
 batch, so over the replays it climbs the loss like a multi-step attack, while the weights keep
@@ -19,7 +19,7 @@ from torchattacks.attack import Attack
 class FreePerturbation(Attack):
     """Returns x + delta for the delta that earlier replays built; `step` moves delta.
 
-    Calling it computes no gradient: `RobustClassifier` (method `free`) takes the input gradient
+    Calling it computes no gradient: `advlab.methods.FreeAT` takes the input gradient
     from its own backward pass and hands it to `step`. Called on its own, nothing moves delta,
     so it is a training attack only (`training_only`): never report robust accuracy with it.
 

@@ -2,9 +2,14 @@
 
 Config shape (`configs/suite/*.yaml`)::
 
-    epsilons: [0.1, 0.2, 0.3]      # default list of every attack
+    eps: ${data.threat_model.eps}          # the threat model's budget
+    eps_multiples: [0.0, 0.5, 1.0]         # every attack's epsilons, in multiples of eps
     attacks:
-      pgd: {attack: <an attack/ config>, epsilons: [0.0, 0.3]}   # own list (optional)
+      pgd: {attack: <an attack/ config>}
+      square: {attack: ..., eps_multiples: [1.0]}   # its own list (optional)
+
+Instead of `eps_multiples`, a suite or an entry may list absolute `epsilons: [0.1, 0.3]`.
+Multiples keep one suite right for every dataset: on CIFAR-10 the same file attacks at 8/255.
 
 An attack's config is written for one budget, its own `eps`. At another epsilon the step size
 keeps its ratio to the budget (`alpha_at(e) = alpha * e / eps`): PGD-10 with Madry's 2.5 * eps /
@@ -13,7 +18,6 @@ steps, or FGSM-RS with 1.25 * eps, stays that recipe at every epsilon.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +30,7 @@ from torch import nn
 from advlab.attacks import attack_norm, build_attack
 from advlab.attacks.build import as_plain_dict, validate_attack_config
 from advlab.errors import ConfigError
+from advlab.threat_model import check_budget
 
 #: attack arguments that are step sizes: scaled with the budget
 STEP_SIZE_KEYS = ("alpha",)
@@ -50,16 +55,7 @@ class SuiteEntry:
 
 def check_epsilon(eps: Any, norm: str, where: str) -> float:
     """An epsilon of the suite: Linf in [0, 1] (pixel units), L2 >= 0. 0 means "no attack room"."""
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps):
-        raise ConfigError(f"{where}: epsilon {eps!r} is not a number")
-    if norm == "Linf" and not 0 <= eps <= 1:
-        raise ConfigError(
-            f"{where}: epsilon {eps:g} is outside [0, 1]: Linf budgets are in pixel units of "
-            f"[0, 1] images (MNIST 0.3, CIFAR-10 8/255≈0.0314)"
-        )
-    if norm == "L2" and eps < 0:
-        raise ConfigError(f"{where}: epsilon {eps:g} must be >= 0 for an L2 attack")
-    return float(eps)
+    return check_budget(eps, norm, f"{where}: epsilon", allow_zero=True)
 
 
 def make_entry(name: str, attack: Mapping[str, Any], epsilons: Any, where: str) -> SuiteEntry:
@@ -80,19 +76,34 @@ def make_entry(name: str, attack: Mapping[str, Any], epsilons: Any, where: str) 
     return SuiteEntry(str(name), attack, values)
 
 
+def _epsilons(spec: Mapping[str, Any], eps: Any, where: str) -> list[float] | None:
+    """The absolute epsilons `spec` asks for (None: it names none)."""
+    if "epsilons" in spec and "eps_multiples" in spec:
+        raise ConfigError(f"{where}: give epsilons or eps_multiples, not both")
+    if "eps_multiples" in spec:
+        if eps is None:
+            raise ConfigError(f"{where}.eps_multiples needs the suite's eps (the threat budget)")
+        multiples = spec["eps_multiples"]
+        if isinstance(multiples, (int, float)):
+            multiples = [multiples]
+        return [round(float(eps) * float(m), 10) for m in multiples]
+    return spec.get("epsilons")
+
+
 def parse_suite(cfg: Mapping[str, Any] | DictConfig, where: str = "suite") -> list[SuiteEntry]:
     """Validate a suite config (shape in the module docstring) before any model exists."""
     cfg = as_plain_dict(cfg)
     attacks = cfg.get("attacks") or {}
     if not isinstance(attacks, Mapping) or not attacks:
         raise ConfigError(f"{where}.attacks must map names to {{attack: ..., epsilons: [...]}}")
+    default = _epsilons(cfg, cfg.get("eps"), where)
     entries = []
     for name, spec in attacks.items():
         here = f"{where}.attacks.{name}"
         if not isinstance(spec, Mapping) or not isinstance(spec.get("attack"), Mapping):
             raise ConfigError(f"{here} needs an `attack` (an attack/ config with a _target_)")
-        epsilons = spec.get("epsilons", cfg.get("epsilons"))
-        entries.append(make_entry(str(name), spec["attack"], epsilons, here))
+        epsilons = _epsilons(spec, cfg.get("eps"), here)
+        entries.append(make_entry(str(name), spec["attack"], epsilons or default, here))
     return entries
 
 

@@ -1,0 +1,11 @@
+"""Training methods of `RobustClassifier`, one class per file, picked with `method=<name>`."""
+
+from advlab.methods.base import TrainingMethod, build_method
+from advlab.methods.clean import Clean
+from advlab.methods.fgsm_rs import FGSMRS
+from advlab.methods.free import FreeAT
+from advlab.methods.mart import MART
+from advlab.methods.pgd import PGDAT
+from advlab.methods.trades import TRADES
+
+__all__ = ["FGSMRS", "MART", "PGDAT", "TRADES", "Clean", "FreeAT", "TrainingMethod", "build_method"]
