@@ -345,6 +345,33 @@ def test_a_missing_file_and_no_path_are_one_line_each(tmp_path: Path) -> None:
         read_checkpoint(None, "ckpt_path")
 
 
+def test_eval_reads_a_checkpoint_once(compose_train, tmp_path: Path, monkeypatch) -> None:
+    import advlab.eval
+
+    hparams, state = _classifier_parts(compose_train)
+    path = _save(tmp_path / "ok.ckpt", hparams, state)
+    reads, load = [], torch.load
+
+    def counted_load(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted_load)
+    model = advlab.eval.load_classifier(str(path), torch.device("cpu"))
+    assert not model.training and reads == [{"map_location": "cpu", "weights_only": True}]
+
+
+def test_hyperparameters_a_class_no_longer_takes_are_dropped_with_a_warning(
+    compose_train, tmp_path: Path, caplog
+) -> None:
+    hparams, state = _classifier_parts(compose_train)
+    path = _save(tmp_path / "old.ckpt", {**hparams, "retired_knob": 0.5}, state)
+    RobustClassifier.load_from_checkpoint(path)
+    assert (
+        "ignoring hyperparameters RobustClassifier no longer takes: ['retired_knob']" in caplog.text
+    )
+
+
 # ---- what advlab writes loads with weights_only=True ------------------------------------------
 def test_a_real_run_with_ema_and_one_cycle_writes_safe_checkpoints_and_resumes(
     compose_train, tmp_path: Path
