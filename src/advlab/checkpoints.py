@@ -91,7 +91,7 @@ def check_targets(config: Any, where: str) -> None:
     """Refuse, in one line, anything in `config` that would build or run what is not trusted.
 
     Every `_target_` must be a trusted name that resolves to a class or function defined under
-    a trusted prefix: `torch.nn.modules.module.os.system` starts with `torch.nn.` but is
+    a trusted prefix: `torch.nn.parallel.distributed.os.system` starts with `torch.nn.` but is
     `os.system`. Interpolations (`${...}`) are refused too: Hydra resolves them when it builds,
     so `torch.nn.${x}` could become any name after this check.
     """
