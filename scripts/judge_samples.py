@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         predictions = torch.cat([classifier(c).argmax(1) for c in references["test"].split(CHUNK)])
     print(f"judge accuracy on the test digits: {(predictions == test_labels).float().mean():.4f}")
     for path in args.samples:
-        samples = torch.load(path).float()
+        samples = torch.load(path, weights_only=True).float()
         if samples.min() < 0 or samples.max() > 1:
             raise SystemExit(f"judge_samples.py: error: {path} has values outside [0, 1]")
         r = judge(samples, classifier, references)

@@ -223,7 +223,7 @@ def test_load_from_checkpoint_alone_rebuilds_generator_and_target(advgan_ckpt) -
     x = torch.rand(5, *MNIST_SHAPE, generator=torch.Generator().manual_seed(3))
     x_adv = model.perturb(x)
     check_within_budget(x, x_adv, 0.3, "Linf", tol=1e-6)
-    checkpoint = torch.load(advgan_ckpt, weights_only=False)
+    checkpoint = torch.load(advgan_ckpt, weights_only=True)
     again = AdvGAN.load_from_checkpoint(advgan_ckpt)
     assert torch.equal(x_adv, again.perturb(x))
     target_weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("target.")}
@@ -404,7 +404,7 @@ def test_train_py_trains_advgan_on_two_cpu_processes(
     output = result.stderr + result.stdout
     assert result.returncode == 0, output[-3000:]
     assert "MEMBER: 2/2" in output and "ddp_find_unused_parameters_true" in output
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4  # 2 batches x (D step + G step)
     assert (run_dir / "adversarial_examples" / "epoch_000.png").is_file()
 

@@ -164,7 +164,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Pa
             callbacks=[last, _PoisonDiscriminator()], default_root_dir=tmp_path,
         )  # fmt: skip
         trainer.fit(model, train_dataloaders=tiny_loader())
-    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 4
     assert all(
         torch.isfinite(t).all() for t in checkpoint["state_dict"].values() if t.is_floating_point()
@@ -352,9 +352,7 @@ def test_checkpoint_policy_without_metrics_keeps_last_only(compose_train, tmp_pa
     metrics = train(cfg)
     assert "val/fid" not in metrics
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
-    assert (
-        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
-    )
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
         "epoch_000.png",
         "epoch_001.png",
@@ -427,6 +425,6 @@ def test_train_py_trains_the_gan_on_two_cpu_processes(mnist_dir: Path, tmp_path:
     assert result.returncode == 0, output[-3000:]
     assert "MEMBER: 2/2" in output
     assert "ddp_find_unused_parameters_true" in output
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4  # 2 batches x (D step + G step)
     assert (run_dir / "samples" / "epoch_000.png").is_file()

@@ -26,7 +26,7 @@ def short_run(cfg, epochs: int = 2):
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     return checkpoint["state_dict"]
 
 
@@ -51,7 +51,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(
         killed.paths.output_dir = str(tmp_path / "preempted")
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException
         train(killed)
-    saved = torch.load(tmp_path / "preempted" / "checkpoints" / "last.ckpt", weights_only=False)
+    saved = torch.load(tmp_path / "preempted" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == kill_at_step
 
     resumed = short_run(compose_train("logger=none", "test=false", "ckpt_path=last"))

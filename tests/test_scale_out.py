@@ -89,9 +89,7 @@ def test_seed_and_deterministic_give_bit_identical_runs(compose_train, tmp_path:
         cfg.trainer.limit_val_batches = 1
         cfg.data.crop_padding = 2
         metrics = train(cfg)
-        weights.append(
-            torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)
-        )
+        weights.append(torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True))
         timings = ("seconds", "share")  # wall-clock measurements, not results
         weights[-1]["metrics"] = {k: v for k, v in metrics.items() if not k.endswith(timings)}
     first, second = weights
@@ -112,5 +110,5 @@ def test_free_adversarial_training_runs_on_two_processes(mnist_dir: Path, tmp_pa
         "callbacks.adversarial_eval=null", "model.val_attack.steps=1", "test=false",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 2 * 3  # 2 batches per rank, 3 replays each

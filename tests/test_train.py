@@ -44,13 +44,13 @@ def test_run_writes_last_checkpoint_and_resumes_it(compose_train, tmp_path: Path
         cfg.model.optimizer.lr = 0.0
     train(cfg)
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 4  # refreshed every epoch
+    assert torch.load(last, weights_only=True)["global_step"] == 4  # refreshed every epoch
     assert (tmp_path / "checkpoints" / "epoch_000.ckpt").is_file()
 
     resumed = compose_train("logger=csv", "test=false", "ckpt_path=last")
     limit_batches(resumed, epochs=3)
     train(resumed)
-    assert torch.load(last, weights_only=False)["global_step"] == 6
+    assert torch.load(last, weights_only=True)["global_step"] == 6
     with open(tmp_path / "csv" / "version_1" / "metrics.csv") as f:
         epochs_run = {row["epoch"] for row in csv.DictReader(f)}
     assert epochs_run == {"2"}  # continued at epoch 2, did not restart at epoch 0
@@ -64,7 +64,7 @@ def test_adaptive_linearity_state_is_written_into_the_checkpoint(
     )
     limit_batches(cfg, epochs=1, train_batches=3)
     train(cfg)
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["adaptive_linearity"]["count"] == 3  # one penalty value per training step
     assert state["hyper_parameters"]["linearity_schedule"] == "adaptive"
 
@@ -227,4 +227,4 @@ def test_train_py_runs_two_cpu_processes_with_ddp_sim(mnist_dir: Path, tmp_path:
     assert "MEMBER: 2/2" in result.stderr + result.stdout
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # one run dir for both ranks
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from advlab.attacks.build import as_plain_dict
+from advlab.checkpoints import read_checkpoint, trust_targets
 from advlab.errors import AdvlabError, ConfigError
 from advlab.evaluation import RobustnessReport, SanitySettings, evaluate_robustness, parse_suite
 from advlab.evaluation.report import write_report
@@ -35,38 +36,12 @@ from advlab.utils.config_tree import print_config_tree
 log = get_logger(__name__)
 
 HEADLINE = "headline"
-#: hyperparameters every RobustClassifier checkpoint has (and a GAN's does not)
-CLASSIFIER_HPARAMS = ("net", "method")
 
 
 def load_classifier(path: str, device: torch.device) -> RobustClassifier:
-    """A RobustClassifier from `path`, or one line saying what the file is instead."""
-    where = f"ckpt_path={path}"
-    try:  # the user's own training output; Lightning checkpoints hold more than tensors
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # any unreadable file means the same to the user
-        raise ConfigError(
-            f"{where} is not a PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:160] if str(err) else 'unreadable'})"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f"{where} is not a Lightning checkpoint (no state_dict)")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if not all(key in hparams for key in CLASSIFIER_HPARAMS):
-        modules = sorted({key.split(".", 1)[0] for key in checkpoint["state_dict"]})
-        raise ConfigError(
-            f"{where} is not a RobustClassifier checkpoint (it holds {', '.join(modules)}; "
-            f"hyperparameters {', '.join(sorted(hparams)) or 'none'}): eval.py evaluates "
-            f"classifiers trained with model=robust"
-        )
-    try:
-        model = RobustClassifier.load_from_checkpoint(path, map_location=device)
-    except Exception as err:
-        raise ConfigError(
-            f"{where}: cannot rebuild the classifier ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]})"
-        ) from None
-    return model.eval()
+    """A RobustClassifier from `path` (read once, safely), or one line saying what it is instead."""
+    checkpoint = read_checkpoint(path, "ckpt_path")
+    return RobustClassifier.from_checkpoint_dict(checkpoint, path, map_location=device).eval()
 
 
 def test_batches(
@@ -192,6 +167,7 @@ def _print_summary(report: RobustnessReport, files: dict[str, Path]) -> None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from `cfg`, run the evaluation, write and log the report."""
     started = time.perf_counter()
+    trust_targets(cfg.get("trusted_targets"))
     entries, eps, settings = suite_entries(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     device = pick_device(str(cfg.get("device", "auto")))

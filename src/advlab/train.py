@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
+from advlab.checkpoints import lightning_parts, read_checkpoint, trust_targets
 from advlab.errors import AdvlabError, ConfigError
 from advlab.preflight import (
     check_batch_divides,
@@ -51,16 +52,15 @@ def _checkpoint_to_test(choice: str, trainer: Trainer) -> str | None:
     return None
 
 
-def load_weights(model: LightningModule, path: str) -> None:
+def load_weights(model: LightningModule, path: str, where: str) -> None:
     """Load a checkpoint's `state_dict` into `model`: exactly what `load_from_checkpoint` gives.
 
     Not `Trainer.test(ckpt_path=...)`: with EMAWeightAveraging on, that restores the raw
     (non-averaged) weights, while `state_dict` holds the averaged ones users reload.
     """
-    checkpoint = torch.load(
-        path, map_location=model.device, weights_only=False
-    )  # our own run's file
-    model.load_state_dict(checkpoint["state_dict"])
+    checkpoint = read_checkpoint(path, where, map_location=model.device)
+    _, state = lightning_parts(checkpoint, path, where, required=())
+    model.load_state_dict(state)
 
 
 def _strategy_for(model: LightningModule, strategy: Any) -> dict[str, str]:
@@ -104,6 +104,11 @@ def close_loggers() -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and optionally test) the configured model; returns the final metrics as floats."""
     check_choice("test_ckpt", cfg.get("test_ckpt", "best"), ("best", "last"))
+    trust_targets(cfg.get("trusted_targets"))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    if ckpt_path and cfg.get("train", True):
+        # a bad file is one line before anything is built; inside fit it would be a traceback
+        lightning_parts(read_checkpoint(ckpt_path, "ckpt_path"), ckpt_path, "ckpt_path", ())
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -130,11 +135,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     check_batch_divides(datamodule, trainer)
     check_manual_optimization_fits_trainer(model, trainer)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     _log_hyperparameters(cfg, model, loggers)
 
-    if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if cfg.get("train", True):  # weights_only: resuming unpickles tensors and plain values only
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test", False) and not is_overridden("test_step", model):
@@ -147,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         log.info(f"Testing checkpoint: {test_ckpt or 'final weights'}")
         if test_ckpt:
-            load_weights(model, test_ckpt)
+            load_weights(model, test_ckpt, "test_ckpt" if cfg.get("train", True) else "ckpt_path")
         trainer.test(model=model, datamodule=datamodule)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics

@@ -431,25 +431,4 @@ def _transfer_paths(value: Sequence[str] | Mapping[str, str] | None) -> dict[str
 
 def load_advgan(path: str | Path, where: str, map_location: Any = "cpu") -> AdvGAN:
     """A trained AdvGAN from `path`, or one ConfigError saying what the file is instead."""
-    if path in (None, "", "???"):
-        raise ConfigError(f"{where} is required: a checkpoint of a model=advgan run")
-    file = Path(str(path)).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"{where}={path}: no file there (expected a model=advgan checkpoint)")
-    try:  # the user's own training output; Lightning checkpoints hold more than tensors
-        checkpoint = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as err:  # any unreadable file means the same to the user
-        first_line = str(err).splitlines()[0][:160] if str(err) else "unreadable"
-        raise ConfigError(
-            f"{where}={path} is not a PyTorch checkpoint ({type(err).__name__}: {first_line})"
-        ) from None
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ConfigError(f"{where}={path} is not a Lightning checkpoint (no state_dict)")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if not all(key in hparams for key in ("target_net", "eps", "generator", "image_shape")):
-        modules = sorted({key.split(".", 1)[0] for key in checkpoint["state_dict"]})
-        raise ConfigError(
-            f"{where}={path} is not an AdvGAN checkpoint (it holds "
-            f"{', '.join(modules) or 'nothing'}): train one with model=advgan"
-        )
-    return AdvGAN.load_from_checkpoint(file, map_location=map_location)
+    return AdvGAN.load_from_checkpoint(path, map_location=map_location, where=where)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from advlab.checkpoints import load_classifier_net
 from advlab.errors import ConfigError
 
 
@@ -57,19 +58,5 @@ def load_classifier_features(
     ckpt_path: str | Path, image_shape: Sequence[int]
 ) -> ClassifierFeatures:
     """The network of a `model=robust` checkpoint, wrapped as a feature extractor on CPU."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"model.metrics.feature_ckpt={ckpt_path}: no file there (expected a model=robust "
-            f"checkpoint, e.g. logs/train/runs/<run>/checkpoints/last.ckpt of experiment=mnist_clean)"
-        )
-    from advlab.models.robust_classifier import RobustClassifier  # models import this package
-
-    try:
-        classifier = RobustClassifier.load_from_checkpoint(path, map_location="cpu")
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ConfigError(
-            f"model.metrics.feature_ckpt={ckpt_path} is not a model=robust checkpoint: "
-            f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-        ) from err
-    return ClassifierFeatures(classifier.net, image_shape)
+    _, net = load_classifier_net(ckpt_path, where="model.metrics.feature_ckpt")
+    return ClassifierFeatures(net, image_shape)
