@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.datasets import cifar as cifar_module
 
 import advlab  # noqa: F401  (registers the config resolvers before any compose)
-from tests.datafiles import write_cifar10, write_mnist
+from tests.datafiles import write_cifar10, write_fashion_mnist, write_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -31,6 +31,11 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fashion_mnist(tmp_path_factory.mktemp("fashion_mnist"))
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +75,7 @@ def shrink_for_cpu(cfg: DictConfig, data_dir: Path, output_dir: Path) -> DictCon
 
 @pytest.fixture
 def compose_train(
-    tmp_path: Path, mnist_dir: Path, cifar_dir: Path
+    tmp_path: Path, mnist_dir: Path, fashion_mnist_dir: Path, cifar_dir: Path
 ) -> Iterator[Callable[..., DictConfig]]:
     """compose_train("experiment=mnist_pgd_at", ...) -> a config ready for advlab.train.train."""
 
@@ -79,7 +84,9 @@ def compose_train(
         with initialize(version_base="1.3", config_path="../configs"):
             cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
         HydraConfig().set_config(cfg)
-        data_dir = cifar_dir if "CIFAR10" in cfg.data._target_ else mnist_dir
+        data_dirs = {"CIFAR10": cifar_dir, "FashionMNIST": fashion_mnist_dir}
+        target = cfg.data._target_
+        data_dir = next((d for name, d in data_dirs.items() if name in target), mnist_dir)
         if shrink:
             shrink_for_cpu(cfg, data_dir, tmp_path)
         with open_dict(cfg):

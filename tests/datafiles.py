@@ -28,9 +28,8 @@ def _noisy_samples(
     return np.clip(patterns[labels].astype(np.int64) + noise, 0, 255).astype(np.uint8)
 
 
-def write_mnist(root: Path, n_train: int = 96, n_test: int = 48, seed: int = 0) -> Path:
-    """IDX files under <root>/MNIST/raw, as torchvision.datasets.MNIST reads them."""
-    raw = root / "MNIST" / "raw"
+def _write_idx(raw: Path, n_train: int, n_test: int, seed: int) -> None:
+    """The four IDX files of the MNIST format (big-endian magic, sizes, then raw uint8)."""
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     patterns = _class_patterns(rng, (28, 28))
@@ -40,6 +39,18 @@ def write_mnist(root: Path, n_train: int = 96, n_test: int = 48, seed: int = 0) 
         image_file, label_file = MNIST_FILES[split]
         (raw / image_file).write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
         (raw / label_file).write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def write_mnist(root: Path, n_train: int = 96, n_test: int = 48, seed: int = 0) -> Path:
+    """IDX files under <root>/MNIST/raw, as torchvision.datasets.MNIST reads them."""
+    _write_idx(root / "MNIST" / "raw", n_train, n_test, seed)
+    return root
+
+
+def write_fashion_mnist(root: Path, n_train: int = 64, n_test: int = 32, seed: int = 1) -> Path:
+    """IDX files under <root>/FashionMNIST/raw, as torchvision.datasets.FashionMNIST reads them
+    (the MNIST format and file names, in the folder named after the class)."""
+    _write_idx(root / "FashionMNIST" / "raw", n_train, n_test, seed)
     return root
 
 

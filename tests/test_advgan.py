@@ -29,8 +29,20 @@ from tests.conftest import REPO_ROOT, experiment_options
 
 MNIST_SHAPE = (1, 28, 28)
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01, "betas": [0.5, 0.999]}
-TINY_NET = {"_target_": "advlab.nets.SmallCNN", "channels": [4, 8], "hidden": 16,
-            "batch_norm": True, "dropout": 0.2}  # fmt: skip
+# BatchNorm and dropout: a target left in training mode would change its statistics and logits
+TINY_NET = {"_target_": "torch.nn.Sequential", "_args_": [
+    {"_target_": "advlab.nets.Normalize", "mean": [0.1307], "std": [0.3081]},
+    {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3},
+    {"_target_": "torch.nn.BatchNorm2d", "num_features": 4},
+    {"_target_": "torch.nn.ReLU"},
+    {"_target_": "torch.nn.MaxPool2d", "kernel_size": 2},
+    {"_target_": "torch.nn.Conv2d", "in_channels": 4, "out_channels": 8, "kernel_size": 3},
+    {"_target_": "torch.nn.ReLU"},
+    {"_target_": "torch.nn.MaxPool2d", "kernel_size": 2},
+    {"_target_": "torch.nn.Flatten"},
+    {"_target_": "torch.nn.Dropout", "p": 0.2},
+    {"_target_": "torch.nn.Linear", "in_features": 8 * 5 * 5, "out_features": 10},
+]}  # fmt: skip
 
 
 def toy_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,7 +329,7 @@ def test_missing_or_wrong_target_is_one_clear_error(target_ckpt, advgan_ckpt, tm
      ({"hinge_weight": -1.0}, r"model.hinge_weight must be >= 0"),
      ({"loss": "wgan"}, r"model.loss='wgan' is not one of bce, hinge"),
      ({"transfer_ckpts": "a.ckpt"}, r"model.transfer_ckpts=a.ckpt must be a list"),
-     ({"image_shape": (3, 32, 32)}, r"model.target_ckpt \(SmallCNN\) does not take images of "
+     ({"image_shape": (3, 32, 32)}, r"model.target_ckpt \(Sequential\) does not take images of "
                                     r"shape \(3, 32, 32\)")],
 )  # fmt: skip
 def test_bad_options_are_refused(target_ckpt, kwargs: dict, message: str) -> None:

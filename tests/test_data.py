@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from advlab.data import CIFAR10DataModule, MNISTDataModule
-from advlab.data.augment import random_crop, random_horizontal_flip, random_rotate_scale
+from advlab.data.augment import random_crop, random_horizontal_flip
 from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesMissingError
+from advlab.train import run
+from advlab.utils import instantiate
 from tests.conftest import REAL_MNIST
 
 
@@ -165,45 +167,51 @@ def test_random_flip_mirrors_about_half() -> None:
     assert ((flipped == images).flatten(1).all(1) | mirrored).all()
 
 
-def test_rotation_by_the_full_range_is_an_exact_quarter_turn(monkeypatch) -> None:
-    images = torch.rand(3, 1, 28, 28)
-    assert torch.equal(random_rotate_scale(images, 0.0, 0.0), images)
-    ones = lambda *shape, **_: torch.ones(*shape)  # noqa: E731 - every draw at +degrees, zoom 1+s
-    monkeypatch.setattr(torch, "rand", ones)
-    turned = random_rotate_scale(images, 90.0, 0.0)
-    assert (turned - torch.rot90(images, 1, (2, 3))).abs().max().item() < 1e-5
-    zoomed = random_rotate_scale(images, 0.0, 0.5)  # 1.5x: the centre pixels spread outwards
-    assert zoomed[..., 0, :].abs().max().item() < images.abs().max().item()
-    assert not torch.allclose(zoomed, images, atol=1e-3)
-
-
-def test_random_rotations_stay_in_range_and_differ_per_image() -> None:
-    bar = torch.zeros(400, 1, 29, 29)
-    bar[:, :, 14, 4:25] = 1.0  # a horizontal bar through the centre
-    turned = random_rotate_scale(bar, 10.0, 0.0, generator=torch.Generator().manual_seed(0))
-    rows, cols = torch.meshgrid(torch.arange(29.0), torch.arange(29.0), indexing="ij")
-    weights = turned[:, 0]
-    # the bar's angle from its second moments: within +-10 degrees, and spread over that range
-    dy, dx = rows - 14, cols - 14
-    mxx = (weights * dx * dx).sum((1, 2))
-    mxy = (weights * dx * dy).sum((1, 2))
-    myy = (weights * dy * dy).sum((1, 2))
-    angles = torch.rad2deg(0.5 * torch.atan2(2 * mxy, mxx - myy)).abs()
-    assert angles.max().item() < 10.5
-    assert angles.min().item() < 1.0 and angles.max().item() > 9.0
-    assert turned.min().item() >= 0 and turned.max().item() <= 1
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"rotation": -5.0}, r"data.rotation must be in \[0, 180\] degrees, got -5.0"),
-        ({"scale": 1.0}, r"data.scale must be in \[0, 1\), got 1.0"),
+        ({"crop_padding": -1}, r"^data.crop_padding must be >= 0, got -1$"),
+        ({"batch_size": 0}, r"^data.batch_size must be >= 1, got 0$"),
+        ({"val_size": -1}, r"^data.val_size must be >= 0, got -1$"),
     ],
 )
-def test_bad_augmentation_is_refused(kwargs: dict, message: str) -> None:
+def test_bad_loader_settings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         MNISTDataModule("unused", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("data.image_shape=[3,28,28]",),
+            r"data.image_shape=\[3, 28, 28\] but MNIST images are \[1, 28, 28\] \(channels, "
+            r"height, width\)",
+        ),
+        (
+            ("data=cifar10", "data.image_shape=[3,28,28]"),
+            r"data.image_shape=\[3, 28, 28\] but CIFAR-10 images are \[3, 32, 32\]",
+        ),
+        (("data.num_classes=100",), r"data.num_classes=100 but MNIST has 10 classes"),
+        (("data.threat_model.eps=1.5",), r"data.threat_model.eps=1.5 is outside \(0, 1\]"),
+        (("data.threat_model.eps=0",), r"data.threat_model.eps=0 is outside \(0, 1\]"),
+        (("data.threat_model.eps=big",), r"data.threat_model.eps='big' is not a number"),
+        (("data.threat_model.norm=L1",), r"data.threat_model.norm='L1' is not one of Linf, L2"),
+        (
+            ("+data.threat_model.p=2",),
+            r"data.threat_model must be \{norm: Linf\|L2, eps: <budget>\}, got",
+        ),
+    ],
+)
+def test_data_config_that_contradicts_the_dataset_is_one_line(
+    compose_train, overrides: tuple[str, ...], message: str
+) -> None:
+    """Shapes, classes and the budget are declared in the data config (networks and attacks read
+    them from there), so a wrong one is refused where it is declared, before any network exists."""
+    cfg = compose_train(*overrides)
+    with pytest.raises(ConfigError, match="^" + message) as info:
+        instantiate(cfg.data)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.skipif(
@@ -243,3 +251,13 @@ def test_shuffle_depends_on_seed_and_epoch_only_and_can_start_part_way() -> None
     again.skip_next(16)
     assert list(again) == epoch1[16:]
     assert list(again) == epoch1  # the skip applies to one pass only
+
+
+def test_train_reports_a_contradicting_data_config_in_one_line(compose_train, capsys) -> None:
+    cfg = compose_train("data.num_classes=100", "logger=none")
+    with pytest.raises(SystemExit) as info:
+        run(cfg)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "advlab: error: data.num_classes=100 but MNIST has 10 classes"
+    )

@@ -251,7 +251,9 @@ def test_fid_and_kid_of_identical_and_different_image_sets() -> None:
 
 def test_extractor_is_frozen_and_stays_in_eval_mode() -> None:
     torch.manual_seed(0)
-    net = SmallCNN(channels=(4, 8), hidden=16, batch_norm=True, dropout=0.5)
+    net = SmallCNN(channels=(4, 8), hidden=16)
+    net.features.insert(1, torch.nn.BatchNorm2d(4))  # BatchNorm and dropout: train != eval
+    net.head.insert(1, torch.nn.Dropout(0.5))
     features = ClassifierFeatures(net, MNIST_SHAPE)
     before = {k: v.clone() for k, v in features.state_dict().items()}
     features.train()
