@@ -22,9 +22,8 @@ class BatchedTensorDataset(TensorDataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        # index_select, not tensor[index]: advanced indexing of a uint8 image tensor takes
-        # ~55 us per MNIST batch on one CPU thread (more when threads are contended),
-        # index_select ~4 us
+        # index_select, not tensor[index]: advanced indexing of a uint8 image tensor is an
+        # order of magnitude slower per batch on a CPU (scripts/benchmark.py)
         return tuple(tensor.index_select(0, index) for tensor in self.tensors)
 
 

@@ -38,6 +38,8 @@ class VisionDataModule(LightningDataModule):
         image_shape: (C, H, W) as the config declares it (networks are sized from the config);
             checked against the dataset's own `dims`.
         num_classes: the number of classes the config declares; checked like `image_shape`.
+        mean, std: per-channel statistics of the images, declared for the networks (they
+            normalize inside, with `${data.mean}`); checked to have one value per channel.
         threat_model: `{norm, eps}` of the attacks on this data (`advlab.threat_model`).
     """
 
@@ -62,6 +64,8 @@ class VisionDataModule(LightningDataModule):
         image_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
         threat_model: dict[str, Any] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -79,6 +83,13 @@ class VisionDataModule(LightningDataModule):
             raise ConfigError(
                 f"data.num_classes={num_classes} but {self.name} has {self.num_classes} classes"
             )
+        for key, stats in (("mean", mean), ("std", std)):
+            if stats is not None and len(stats) != self.dims[0]:
+                raise ConfigError(
+                    f"data.{key} has {len(stats)} values for {self.dims[0]}-channel images"
+                )
+        mean = None if mean is None else [float(v) for v in mean]
+        std = None if std is None else [float(v) for v in std]
         #: None when the config names none (then attacks need their own eps)
         self.threat_model = None if threat_model is None else ThreatModel.from_config(threat_model)
         # plain values in the hyperparameters: checkpoints load with weights_only=True
