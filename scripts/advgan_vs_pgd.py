@@ -30,11 +30,12 @@ sys.path.insert(0, str(REPO))
 
 from advlab.attacks import build_attack  # noqa: E402
 from advlab.attacks.advgan import AdvGANAttack  # noqa: E402
+from advlab.checkpoints import load_classifier_net  # noqa: E402
 from advlab.data import CIFAR10DataModule, MNISTDataModule  # noqa: E402
 from advlab.errors import AdvlabError  # noqa: E402
 from advlab.eval import test_batches  # noqa: E402
 from advlab.evaluation.measure import AttackStats, attack_batch  # noqa: E402
-from advlab.models.frozen_classifier import FrozenClassifier, load_classifier_net  # noqa: E402
+from advlab.models.frozen_classifier import FrozenClassifier  # noqa: E402
 
 DATA = {"mnist": MNISTDataModule, "cifar10": CIFAR10DataModule}
 
