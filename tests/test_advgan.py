@@ -299,7 +299,7 @@ def test_advgan_and_pgd_run_through_the_same_suite_runner(advgan_ckpt, other_ckp
     with torch.no_grad():
         y = classifier(x).argmax(dim=1)
     batches = list(zip(x.split(6), y.split(6), strict=True))
-    pgd = {"_target_": "torchattacks.PGD", "eps": 0.3, "alpha": 0.1, "steps": 2}
+    pgd = {"_target_": "torchattacks.PGD", "norm": "Linf", "eps": 0.3, "alpha": 0.1, "steps": 2}
     for cfg in (attack_config(ckpt_path=str(advgan_ckpt)), pgd):
         for eps in (0.0, 0.1, 0.3):
             stats = run_attack(classifier, cfg, eps, batches)
@@ -347,9 +347,9 @@ def test_missing_or_wrong_target_is_one_clear_error(target_ckpt, advgan_ckpt, tm
         r"hyperparameters net, method \(it holds discriminator, generator, target\)",
     ):
         make_advgan(advgan_ckpt)
-    (tmp_path / "text.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match=r"text.ckpt is not a readable PyTorch checkpoint"):
-        make_advgan(tmp_path / "text.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(target_ckpt.read_bytes()[:200])
+    with pytest.raises(ConfigError, match=r"cut.ckpt is not a readable PyTorch checkpoint"):
+        make_advgan(tmp_path / "cut.ckpt")
 
 
 @pytest.mark.parametrize(
@@ -378,6 +378,8 @@ def test_attack_with_a_classifier_checkpoint_is_one_clear_error(target_ckpt) -> 
         r"hyperparameters target_net, eps, generator, image_shape \(it holds net\)",
     ):
         build_attack(attack_config(ckpt_path=str(target_ckpt)), net)
+    with pytest.raises(ConfigError, match=r"^attack.norm=L2: AdvGAN's generator bounds .* Linf"):
+        build_attack(attack_config(ckpt_path=str(target_ckpt), norm="L2", eps=2.0), net)
 
 
 def test_missing_transfer_checkpoint_fails_before_training(compose_train, target_ckpt) -> None:
@@ -486,7 +488,7 @@ def test_advgan_vs_pgd_script_scores_both_on_every_classifier(
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     pgd = tmp_path / "pgd2.yaml"
-    pgd.write_text("_target_: torchattacks.PGD\neps: 0.3\nalpha: 0.1\nsteps: 2\n")
+    pgd.write_text("_target_: torchattacks.PGD\nnorm: Linf\neps: 0.3\nalpha: 0.1\nsteps: 2\n")
     results = script.main([
         "--advgan", str(advgan_ckpt), "--classifier", f"mnist={mnist_target_ckpt}",
         "--classifier", f"toy={target_ckpt}", "--data-dir", str(mnist_dir), "--n", "16",
@@ -497,5 +499,7 @@ def test_advgan_vs_pgd_script_scores_both_on_every_classifier(
         assert row["advgan"]["count"] == row["pgd"]["count"] == 16
         assert row["advgan"]["linf_max"] <= 0.3 + 1e-6 and row["speedup"] > 0
     assert (tmp_path / "out.json").is_file()
+    default_pgd = REPO_ROOT / "configs" / "attack" / "pgd40.yaml"  # the budget is the data's
+    assert script.attack_config(default_pgd, "cifar10")["eps"] == pytest.approx(8 / 255)
     with pytest.raises(SystemExit, match="is not NAME=PATH"):
         script.main(["--advgan", str(advgan_ckpt), "--classifier", "no-name"])

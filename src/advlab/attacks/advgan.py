@@ -54,9 +54,20 @@ class AdvGANAttack:
         ckpt_path: a checkpoint of a `model=advgan` run.
         eps: Linf budget. The generator was trained for its own eps (its run's `model.eps`): at a
             smaller eps its perturbation is clipped to the budget, a larger eps leaves it as is.
+        norm: the distance the config declares; only Linf is what the generator bounds.
     """
 
-    def __init__(self, model: nn.Module, ckpt_path: str | Path | None = None, eps: float = 0.3):
+    def __init__(
+        self,
+        model: nn.Module,
+        ckpt_path: str | Path | None = None,
+        eps: float = 0.3,
+        norm: str = "Linf",
+    ) -> None:
+        if norm != "Linf":
+            raise ConfigError(
+                f"attack.norm={norm}: AdvGAN's generator bounds its perturbations in Linf only"
+            )
         first = next(model.parameters(), None)
         self.device = first.device if first is not None else torch.device("cpu")
         generator, self.trained_eps = load_generator(ckpt_path, where="attack.ckpt_path")
