@@ -10,7 +10,7 @@ evaluated.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hydra
@@ -35,6 +35,9 @@ from advlab.models.gan_step import (
 ConfigLike = Mapping[str, Any] | DictConfig | None
 Batch = tuple[torch.Tensor, torch.Tensor]
 
+LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+#: the short names in the logged statistics (loss_d, grad_norm_g, ...)
+PLAYERS = {"d": "discriminator", "g": "generator"}
 #: the key of the total gradient norm in `lightning.pytorch.utilities.grad_norm`'s answer
 GRAD_NORM_TOTAL = "grad_2.0_norm_total"
 
@@ -68,7 +71,7 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
             with each optimizer's number of steps in the run.
         loss: `bce` (non-saturating) or `hinge`.
         d_steps_per_g_step: discriminator updates per generator update.
-        hparams: the subclass's own hyperparameters, already checked; stored with the above.
+        own_hparams: the subclass's own hyperparameters, already checked; stored with the above.
     """
 
     #: read by advlab.train: each of the D and G updates leaves the other network without
@@ -91,7 +94,7 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
         scheduler: ConfigLike = None,
         loss: str = "bce",
         d_steps_per_g_step: int = 1,
-        **hparams: Any,
+        **own_hparams: Any,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -119,7 +122,7 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
                 "scheduler": as_plain_dict(scheduler) if scheduler else None,
                 "loss": loss,
                 "d_steps_per_g_step": d_steps_per_g_step,
-                **hparams,
+                **own_hparams,
             }
         )
         self.generator, self.discriminator = self._build_networks()
@@ -202,9 +205,9 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
         """One D update and, every `d_steps_per_g_step` batches, one G update."""
         update_generator = (batch_idx + 1) % self.hparams.d_steps_per_g_step == 0
         opt_g, opt_d = self.optimizers()
-        stats = self._update(opt_d, self.discriminator, "d", lambda: self._d_loss(batch))
+        stats = self._update("d", opt_d, self.discriminator, self._d_loss, batch)
         if update_generator:
-            stats.update(self._update(opt_g, self.generator, "g", lambda: self._g_loss(batch)))
+            stats.update(self._update("g", opt_g, self.generator, self._g_loss, batch))
             self.on_generator_step()
         if self.hparams.scheduler:
             scheduler_g, scheduler_d = self.lr_schedulers()
@@ -230,12 +233,13 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
     def _g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.generator_objective(batch, self.fake_images(batch))
 
-    def _update(self, optimizer: Any, net: nn.Module, player: str, loss_fn: Any) -> dict:
-        """Step `optimizer` on the loss of `loss_fn()`, with only `net` needing gradients."""
+    def _update(
+        self, player: str, optimizer: Any, net: nn.Module, loss_fn: LossFn, batch: Batch
+    ) -> dict[str, torch.Tensor]:
+        """Step `optimizer` on `loss_fn(batch)`; toggled first, so only `net` gets gradients."""
         self.toggle_optimizer(optimizer)
-        loss, stats = loss_fn()
-        name = "the discriminator loss" if player == "d" else "the generator loss"
-        self._check_finite(name, loss)
+        loss, stats = loss_fn(batch)
+        self._check_finite(f"the {PLAYERS[player]} loss", loss)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         # after DDP's all-reduce: the same on every rank
