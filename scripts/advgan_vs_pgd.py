@@ -30,11 +30,12 @@ sys.path.insert(0, str(REPO))
 
 from advlab.attacks import build_attack  # noqa: E402
 from advlab.attacks.advgan import AdvGANAttack  # noqa: E402
+from advlab.checkpoints import load_classifier_net  # noqa: E402
 from advlab.data import CIFAR10DataModule, MNISTDataModule  # noqa: E402
 from advlab.errors import AdvlabError  # noqa: E402
 from advlab.eval import test_batches  # noqa: E402
 from advlab.evaluation.measure import AttackStats, attack_batch  # noqa: E402
-from advlab.models.frozen_classifier import FrozenClassifier, load_classifier_net  # noqa: E402
+from advlab.models.frozen_classifier import FrozenClassifier  # noqa: E402
 
 DATA = {"mnist": MNISTDataModule, "cifar10": CIFAR10DataModule}
 
@@ -76,12 +77,21 @@ def run(attack: Any, model: torch.nn.Module, batches, eps: float, where: str) ->
     return total
 
 
+def attack_config(path: str, data: str) -> dict[str, Any]:
+    """The attack config at `path`, its `${data.threat_model.eps}` read from configs/data/."""
+    threat_model = OmegaConf.load(REPO / "configs" / "data" / f"{data}.yaml").threat_model
+    root = OmegaConf.create(
+        {"data": {"threat_model": threat_model}, "attack": OmegaConf.load(path)}
+    )
+    return OmegaConf.to_container(root.attack, resolve=True)
+
+
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     classifiers = named_paths(args.classifier)
     device = torch.device(args.device)
     datamodule = DATA[args.data](data_dir=args.data_dir, download=False, val_size=0)
     batches = test_batches(datamodule, args.n, args.batch_size, device)
-    pgd_cfg = OmegaConf.to_container(OmegaConf.load(args.pgd), resolve=True)
+    pgd_cfg = attack_config(args.pgd, args.data)
     results: dict[str, Any] = {}
     for name, path in classifiers.items():
         _, net = load_classifier_net(path, where=f"--classifier {name}")

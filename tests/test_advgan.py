@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,8 @@ from advlab.evaluation.runner import run_attack
 from advlab.evaluation.tally import JudgeTally
 from advlab.models import AdvGAN, RobustClassifier
 from advlab.models.advgan import cw_margin_loss
+from advlab.nets import PerturbationGenerator
+from advlab.nets.perturbation import perturb_images
 from advlab.train import run, train
 from tests.conftest import REPO_ROOT, experiment_options
 
@@ -245,8 +249,9 @@ def test_load_from_checkpoint_alone_rebuilds_generator_and_target(advgan_ckpt) -
 
 
 def attack_config(**overrides) -> dict:
+    """configs/attack/advgan.yaml at MNIST's budget (the data config fills in eps in a run)."""
     cfg = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "configs" / "attack" / "advgan.yaml"))
-    return {**cfg, **overrides}
+    return {**cfg, "eps": 0.3, **overrides}
 
 
 def test_attack_config_builds_an_attack_equal_to_perturb(advgan_ckpt, other_ckpt) -> None:
@@ -262,13 +267,51 @@ def test_attack_config_builds_an_attack_equal_to_perturb(advgan_ckpt, other_ckpt
     assert (smaller(x, y) - x).abs().max() > 0.09
 
 
+def test_attack_builds_only_the_generator_and_checks_its_target(advgan_ckpt, tmp_path) -> None:
+    net = torch.nn.Linear(1, 1)  # the attacked model: only its device matters
+    attack = AdvGANAttack(net, ckpt_path=str(advgan_ckpt), eps=0.3)
+    assert isinstance(attack.generator, PerturbationGenerator) and not attack.generator.training
+    assert attack.trained_eps == 0.3
+    assert not any(isinstance(v, torch.nn.Module) for k, v in vars(attack).items()
+                   if k != "generator")  # fmt: skip
+    # a file naming a generator that would run code when built is refused before building it
+    checkpoint = torch.load(advgan_ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["generator"] = {
+        "_target_": "torch.hub.load", "repo_or_dir": str(tmp_path), "model": "x",
+        "source": "local", "trust_repo": True,
+    }  # fmt: skip
+    torch.save(checkpoint, tmp_path / "hub.ckpt")
+    with pytest.raises(ConfigError, match=r"names _target_ torch.hub.load.*trusted_targets="):
+        AdvGANAttack(net, ckpt_path=str(tmp_path / "hub.ckpt"))
+
+
+def test_the_attack_package_does_not_import_the_models() -> None:
+    """attacks/ sits below models/: loading the attack must not import a LightningModule."""
+    code = (
+        "import sys, advlab.attacks.advgan, advlab.nets.perturbation\n"
+        "assert 'advlab.models' not in sys.modules, sorted(sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_perturbation_formula_is_shared_by_the_module_and_the_attack(advgan_ckpt) -> None:
+    model = AdvGAN.load_from_checkpoint(advgan_ckpt)
+    x = torch.rand(3, *MNIST_SHAPE, generator=torch.Generator().manual_seed(6))
+    generator = model.generator.eval()
+    with torch.no_grad():
+        expected = (x + 0.3 * torch.tanh(generator(x * 2 - 1))).clamp(0, 1)
+    assert torch.equal(perturb_images(generator, x, 0.3), expected)
+    assert torch.equal(model.perturb(x), expected)
+
+
 def test_advgan_and_pgd_run_through_the_same_suite_runner(advgan_ckpt, other_ckpt) -> None:
     classifier = RobustClassifier.load_from_checkpoint(other_ckpt).eval()
     x = torch.rand(12, *MNIST_SHAPE, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         y = classifier(x).argmax(dim=1)
     batches = list(zip(x.split(6), y.split(6), strict=True))
-    pgd = {"_target_": "torchattacks.PGD", "eps": 0.3, "alpha": 0.1, "steps": 2}
+    pgd = {"_target_": "torchattacks.PGD", "norm": "Linf", "eps": 0.3, "alpha": 0.1, "steps": 2}
     for cfg in (attack_config(ckpt_path=str(advgan_ckpt)), pgd):
         for eps in (0.0, 0.1, 0.3):
             stats = run_attack(classifier, cfg, eps, batches)
@@ -312,13 +355,13 @@ def test_missing_or_wrong_target_is_one_clear_error(target_ckpt, advgan_ckpt, tm
         make_advgan(tmp_path / "missing.ckpt")
     with pytest.raises(
         ConfigError,
-        match=r"^model.target_ckpt=.*advgan.ckpt is not a RobustClassifier checkpoint \(it holds "
-        r"discriminator, generator, target\)",
+        match=r"^model.target_ckpt=.*advgan.ckpt is not the checkpoint expected here: it lacks the "
+        r"hyperparameters net, method \(it holds discriminator, generator, target\)",
     ):
         make_advgan(advgan_ckpt)
-    (tmp_path / "text.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match=r"text.ckpt is not a PyTorch checkpoint"):
-        make_advgan(tmp_path / "text.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(target_ckpt.read_bytes()[:200])
+    with pytest.raises(ConfigError, match=r"cut.ckpt is not a readable PyTorch checkpoint"):
+        make_advgan(tmp_path / "cut.ckpt")
 
 
 @pytest.mark.parametrize(
@@ -342,9 +385,13 @@ def test_attack_with_a_classifier_checkpoint_is_one_clear_error(target_ckpt) -> 
     with pytest.raises(ConfigError, match=r"^attack.ckpt_path is required \(the attack config"):
         build_attack(attack_config(), net)  # ckpt_path: ??? in the config
     with pytest.raises(
-        ConfigError, match=r"target.ckpt is not an AdvGAN checkpoint \(it holds net\)"
+        ConfigError,
+        match=r"^attack.ckpt_path=.*target.ckpt is not the checkpoint expected here: it lacks the "
+        r"hyperparameters target_net, eps, generator, image_shape \(it holds net\)",
     ):
         build_attack(attack_config(ckpt_path=str(target_ckpt)), net)
+    with pytest.raises(ConfigError, match=r"^attack.norm=L2: AdvGAN's generator bounds .* Linf"):
+        build_attack(attack_config(ckpt_path=str(target_ckpt), norm="L2", eps=2.0), net)
 
 
 def test_missing_transfer_checkpoint_fails_before_training(compose_train, target_ckpt) -> None:
@@ -453,7 +500,7 @@ def test_advgan_vs_pgd_script_scores_both_on_every_classifier(
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     pgd = tmp_path / "pgd2.yaml"
-    pgd.write_text("_target_: torchattacks.PGD\neps: 0.3\nalpha: 0.1\nsteps: 2\n")
+    pgd.write_text("_target_: torchattacks.PGD\nnorm: Linf\neps: 0.3\nalpha: 0.1\nsteps: 2\n")
     results = script.main([
         "--advgan", str(advgan_ckpt), "--classifier", f"mnist={mnist_target_ckpt}",
         "--classifier", f"toy={target_ckpt}", "--data-dir", str(mnist_dir), "--n", "16",
@@ -464,5 +511,7 @@ def test_advgan_vs_pgd_script_scores_both_on_every_classifier(
         assert row["advgan"]["count"] == row["pgd"]["count"] == 16
         assert row["advgan"]["linf_max"] <= 0.3 + 1e-6 and row["speedup"] > 0
     assert (tmp_path / "out.json").is_file()
+    default_pgd = REPO_ROOT / "configs" / "attack" / "pgd40.yaml"  # the budget is the data's
+    assert script.attack_config(default_pgd, "cifar10")["eps"] == pytest.approx(8 / 255)
     with pytest.raises(SystemExit, match="is not NAME=PATH"):
         script.main(["--advgan", str(advgan_ckpt), "--classifier", "no-name"])

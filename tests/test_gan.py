@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from advlab.callbacks import CheckpointIfMonitored, GANSampleGrid
 from advlab.errors import ConfigError
 from advlab.models import GAN, RobustClassifier
-from advlab.models.gan_step import TrainingDivergedError
+from advlab.models.gan_step import TrainingDivergedError, ema_average
 from advlab.nets import SmallCNN
 from advlab.quality import ClassifierFeatures, QualityMetrics, build_quality_metrics
 from advlab.train import train
@@ -77,7 +77,7 @@ def test_training_steps_change_both_networks_and_nothing_else(tmp_path: Path) ->
         moved = [not torch.equal(before[k], after[k]) for k in weights if k.startswith(prefix)]
         assert moved and all(moved), prefix
     assert torch.equal(before["fixed_noise"], after["fixed_noise"])
-    assert int(after["ema_updates"]) == 3
+    assert int(after["generator_ema.n_averaged"]) == 3  # one EMA update per generator step
     assert set(before) == set(after)
 
 
@@ -116,8 +116,7 @@ def test_sample_shape_range_and_seed(shape) -> None:
 
 
 def test_checkpoint_reload_gives_the_same_samples(tmp_path: Path) -> None:
-    model = GAN(**{**make_gan().hparams, "image_shape": None})
-    model.configure_for_data(SimpleNamespace(dims=MNIST_SHAPE, name="MNIST"))
+    model = make_gan()
     trainer = fit(model, tmp_path, batches=2)
     path = tmp_path / "gan.ckpt"
     trainer.save_checkpoint(path)
@@ -125,9 +124,23 @@ def test_checkpoint_reload_gives_the_same_samples(tmp_path: Path) -> None:
     assert reloaded.hparams.image_shape == list(MNIST_SHAPE)
     assert torch.equal(model.sample(6, seed=7), reloaded.sample(6, seed=7))
     # EMA is what samples: it differs from the raw generator after training
-    assert not torch.equal(
-        reloaded.generator_ema.upsample[0].weight, reloaded.generator.upsample[0].weight
-    )
+    ema, raw = reloaded.generator_ema.module, reloaded.generator
+    assert reloaded.sampler is ema
+    assert not torch.equal(ema.upsample[0].weight, raw.upsample[0].weight)
+    # use_buffers: BatchNorm statistics are averaged too, not copied from the generator
+    assert not torch.equal(ema.upsample[1].running_mean, raw.upsample[1].running_mean)
+
+
+def test_ema_average_warms_up_then_keeps_its_decay() -> None:
+    averaged, current = torch.zeros(3), torch.ones(3)
+    # first averages: decay (1 + n) / (10 + n), so the random initial weights fade fast
+    first = ema_average(averaged, current, torch.tensor(0), decay=0.999)
+    assert torch.allclose(first, torch.full((3,), 0.9))
+    later = ema_average(averaged, current, torch.tensor(100_000), decay=0.999)
+    assert torch.allclose(later, torch.full((3,), 0.001))
+    # an integer buffer (BatchNorm's batch count) follows the model
+    count = ema_average(torch.tensor(2), torch.tensor(7), torch.tensor(5), decay=0.999)
+    assert count.item() == 7 and count.dtype == torch.long
 
 
 def test_nan_weights_are_never_saved(tmp_path: Path) -> None:
@@ -177,9 +190,16 @@ def test_image_size_the_networks_cannot_make_is_refused() -> None:
         ConfigError, match=r"cannot make images of shape \(1, 30, 30\).*multiples of 4"
     ):
         make_gan(image_shape=(1, 30, 30))
-    model = GAN(**{**make_gan().hparams, "image_shape": None})
     with pytest.raises(ConfigError, match=r"cannot make images of shape \(3, 33, 33\)"):
-        model.configure_for_data(SimpleNamespace(dims=(3, 33, 33), name="Odd"))
+        make_gan(image_shape=(3, 33, 33))
+    with pytest.raises(
+        ConfigError, match=r"^model.image_shape=None must be \(channels, height, width\)"
+    ):
+        make_gan(image_shape=None)
+    with pytest.raises(
+        ConfigError, match=r"model=gan makes images of shape \(1, 28, 28\) but Odd images are"
+    ):
+        make_gan().configure_for_data(SimpleNamespace(dims=(3, 32, 32), name="Odd"))
 
 
 def test_data_shape_other_than_image_shape_is_refused_before_training(compose_train) -> None:
@@ -384,6 +404,43 @@ def test_checkpoint_policy_with_metrics_keeps_the_best_fid(
     ]
 
 
+def test_resume_from_last_ckpt_equals_an_uninterrupted_run(compose_train, tmp_path: Path) -> None:
+    def run(name: str, epochs: int, *overrides: str) -> dict:
+        cfg = compose_train("model=gan", "logger=none", *overrides)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / name)
+            cfg.trainer.max_epochs = epochs
+            cfg.trainer.limit_train_batches = 2
+            cfg.trainer.limit_val_batches = 1
+            cfg.trainer.enable_model_summary = False
+            cfg.model.generator.width = cfg.model.discriminator.width = 8
+        train(cfg)
+        # what advlab writes (RNG states, EMA, hyperparameters) loads without unpickling code
+        return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+
+    straight = run("straight", 2)
+    run("resumed", 1)
+    resumed = run("resumed", 2, "ckpt_path=last")
+    assert straight["global_step"] == resumed["global_step"] == 8
+    assert int(resumed["state_dict"]["generator_ema.n_averaged"]) == 4
+    assert straight["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    model = GAN.load_from_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    images = model.sample(4, seed=1)
+    assert images.shape == (4, *MNIST_SHAPE) and images.min() >= 0 and images.max() <= 1
+
+
+def test_training_statistics_are_logged(tmp_path: Path) -> None:
+    model = make_gan()
+    trainer = fit(model, tmp_path, batches=2)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for name in ("loss_d", "loss_g", "d_real", "d_fake"):
+        assert math.isfinite(metrics[f"train/{name}_epoch"]), name
+    # Lightning's grad_norm, after the backward pass: both networks received gradients
+    assert metrics["train/grad_norm_d_epoch"] > 0 and metrics["train/grad_norm_g_epoch"] > 0
+
+
 def test_callback_classes_are_exported() -> None:
     assert issubclass(CheckpointIfMonitored, ModelCheckpoint)
     assert GANSampleGrid(dirpath=None).dirpath is None
@@ -429,4 +486,5 @@ def test_train_py_trains_the_gan_on_two_cpu_processes(mnist_dir: Path, tmp_path:
     assert "ddp_find_unused_parameters_true" in output
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4  # 2 batches x (D step + G step)
+    assert int(checkpoint["state_dict"]["generator_ema.n_averaged"]) == 2
     assert (run_dir / "samples" / "epoch_000.png").is_file()

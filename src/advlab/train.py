@@ -117,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule: LightningDataModule = instantiate(cfg.data)
     log.info(f"Model <{cfg.model._target_}>")
     model: LightningModule = instantiate(cfg.model)
-    if hasattr(model, "configure_for_data"):  # sized from the data (GAN): builds, then checks
+    if hasattr(model, "configure_for_data"):  # GAN, AdvGAN: shape check, evaluation helpers
         model.configure_for_data(datamodule)
     else:
         check_model_fits_data(model, datamodule)

@@ -80,7 +80,12 @@ def build_attack(
     attack. torchattacks puts the model in eval mode during the attack and takes gradients with
     respect to the inputs only. `training`: see `validate_attack_config`.
     """
-    cfg = validate_attack_config(cfg, where, training)
+    return instantiate_attack(validate_attack_config(cfg, where, training), model, where)
+
+
+def instantiate_attack(cfg: Mapping[str, Any], model: nn.Module, where: str = "attack") -> Any:
+    """Build an already validated config against `model` (`build_attack` without the checks,
+    for the eps-0 sanity run, whose budget they would refuse)."""
     if not _accepts(attack_class(cfg), "norm"):  # declared for advlab; PGD & co. are Linf-only
         cfg = {key: value for key, value in cfg.items() if key != "norm"}
     try:
@@ -90,6 +95,8 @@ def build_attack(
             f"{where}.{err.full_key} is required (the attack config leaves it ???)"
         ) from None
     except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):  # the attack's own one-line message
+            raise err.__cause__ from None
         reason = " ".join(str(err).split())
         raise ConfigError(f"{where}: cannot build {cfg['_target_']}: {reason}") from err
     if not callable(attack):

@@ -22,13 +22,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from torch import nn
 
 from advlab.attacks import attack_norm, build_attack
-from advlab.attacks.build import as_plain_dict, validate_attack_config
+from advlab.attacks.build import as_plain_dict, instantiate_attack, validate_attack_config
 from advlab.errors import ConfigError
 from advlab.threat_model import check_budget
 
@@ -131,11 +129,7 @@ def build_attack_at(cfg: Mapping[str, Any], model: nn.Module, eps: float, where:
     if eps > 0:
         return build_attack(scaled, model, where=where)
     validate_attack_config(cfg, where=where)  # checked at its own budget; 0 is allowed on purpose
-    try:
-        return hydra.utils.instantiate(scaled, model)
-    except InstantiationException as err:
-        reason = " ".join(str(err).split())
-        raise ConfigError(f"{where}: cannot build {cfg['_target_']} at eps 0: {reason}") from err
+    return instantiate_attack(scaled, model, where=f"{where} (at eps 0)")
 
 
 def describe_attack(cfg: Mapping[str, Any]) -> str:

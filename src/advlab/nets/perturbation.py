@@ -1,4 +1,5 @@
-"""The AdvGAN generator: an image-to-image network that proposes a perturbation for each image."""
+"""The AdvGAN generator (an image-to-image network that proposes a perturbation for each image)
+and the one formula that turns its output into adversarial images."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ import torch
 from torch import nn
 
 from advlab.nets.dcgan import check_image_shape
+
+
+def perturb_images(generator: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x + eps * tanh(G(2x - 1)), clipped to [0, 1]: images x in [0, 1] -> adversarial images.
+
+    Within eps of x in Linf and a valid image by construction, whatever `generator` outputs.
+    The one place this formula lives: the AdvGAN LightningModule trains through it and
+    `advlab.attacks.advgan.AdvGANAttack` attacks with it, so both give the same images.
+    """
+    return (x + eps * torch.tanh(generator(x * 2 - 1))).clamp(0, 1)
 
 
 def _conv_block(conv: nn.Module, channels: int) -> list[nn.Module]:
