@@ -24,7 +24,7 @@ from advlab.train import close_loggers, train
 from advlab.utils import instantiate_callbacks
 from tests.conftest import REPO_ROOT, config_options
 
-FGSM = {"_target_": "torchattacks.FGSM", "eps": 0.3}
+FGSM = {"_target_": "torchattacks.FGSM", "norm": "Linf", "eps": 0.3}
 SUITE = {"epsilons": [0.1, 0.3], "attacks": {"fgsm": {"attack": FGSM}}}
 
 
@@ -91,8 +91,8 @@ def test_strips_show_clean_adversarial_and_perturbation(net_and_data) -> None:
         ({"num_samples": 0}, r"num_samples must be >= 1"),
         ({"save_batches": True, "save_dir": None}, r"save_batches=true needs"),
         ({"suite": {"epsilons": [2.0], "attacks": {"fgsm": {"attack": FGSM}}}},
-         r"suite.attacks.fgsm: epsilon 2 is outside \[0, 1\]"),
-        ({"suite": {"attacks": {"cw": {"attack": {"_target_": "torchattacks.CW"}}}}},
+         r"suite.attacks.fgsm: epsilon=2 is outside \[0, 1\]"),
+        ({"suite": {"attacks": {"cw": {"attack": {"_target_": "torchattacks.CW", "norm": "L2"}}}}},
          r"has no eps"),
     ],
 )  # fmt: skip
@@ -110,7 +110,7 @@ def test_per_epoch_suites_compose_and_parse(compose_train, option: str) -> None:
     assert callback.entries and all(e.epsilons for e in callback.entries)
 
 
-@pytest.mark.parametrize("experiment", ["cifar10_pgd_at", "cifar10_fast_at", "cifar10_trades"])
+@pytest.mark.parametrize("experiment", ["cifar10_pgd_at", "cifar10_fgsm_rs", "cifar10_trades"])
 def test_cifar10_recipes_attack_at_cifar10_budgets(compose_train, experiment: str) -> None:
     cfg = compose_train(f"experiment={experiment}")
     (callback,) = [
@@ -144,7 +144,7 @@ def test_callback_logs_every_attack_and_eps_with_w_and_b_grids(
     finally:
         close_loggers()  # what run() does: the next test must not reuse this W&B run
     for attack in ("fgsm", "pgd"):
-        for eps in ("0.1", "0.2", "0.3"):
+        for eps in ("0.075", "0.15", "0.3"):  # suite/epoch.yaml: 1/4, 1/2 and all of MNIST's 0.3
             key = f"adv/{attack}/eps{eps}"
             assert 0 <= metrics[f"{key}/robust_acc"] <= 1
             assert metrics[f"{key}/linf_max"] <= float(eps) + 1e-5

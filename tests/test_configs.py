@@ -27,10 +27,11 @@ def test_config_groups_have_the_documented_options() -> None:
     assert {"fgsm", "ffgsm", "pgd", "pgdl2", "tpgd", "cw", "apgd", "square"} <= attacks
     assert any("autoattack" in name for name in attacks)
     assert set(config_options("experiment")) >= {
-        "mnist_clean", "mnist_pgd_at", "mnist_fast_at", "mnist_trades",
-        "cifar10_pgd_at", "cifar10_fast_at", "cifar10_trades", "mnist_dcgan", "cifar10_dcgan",
-        "mnist_fgsm_rs",
+        "mnist_clean", "mnist_pgd_at", "mnist_free_at", "mnist_trades", "mnist_fgsm_rs",
+        "cifar10_pgd_at", "cifar10_fgsm_rs", "cifar10_trades", "mnist_dcgan", "cifar10_dcgan",
     }  # fmt: skip
+    assert config_options("method") == ["clean", "fgsm_rs", "free", "mart", "pgd", "trades"]
+    assert config_options("suite") == ["advgan", "default", "epoch"]
 
 
 @pytest.mark.parametrize("option", config_options("data"))
@@ -80,12 +81,14 @@ def test_a_removed_net_knob_is_refused_not_ignored(compose_train, knob: str) -> 
 # attack=advgan needs a trained generator's checkpoint: tests/test_advgan.py builds it this way
 @pytest.mark.parametrize("option", [o for o in config_options("attack") if o != "advgan"])
 def test_attack_options_build_callable_attacks(compose_train, option: str) -> None:
-    slot = "train_attack" if option == "free" else "val_attack"  # free: a training attack only
-    cfg = compose_train(f"attack@model.{slot}={option}")
+    training = option == "free"  # a training attack only: mounted as the method's attack
+    slot = "method.attack" if training else "val_attack"
+    cfg = compose_train(*(["method=free"] if training else []), f"attack@model.{slot}={option}")
     net = hydra.utils.instantiate(cfg.model.net)
-    attack = build_attack(cfg.model[slot], net, where=f"model.{slot}")
+    attack_cfg = OmegaConf.select(cfg.model, slot)
+    attack = build_attack(attack_cfg, net, where=f"model.{slot}", training=training)
     assert callable(attack)
-    assert type(attack).__name__ == cfg.model[slot]._target_.rsplit(".", 1)[1]
+    assert type(attack).__name__ == attack_cfg._target_.rsplit(".", 1)[1]
 
 
 @pytest.mark.parametrize("option", config_options("trainer"))
@@ -178,11 +181,10 @@ def test_experiment_options_instantiate(compose_train, option: str) -> None:
     model = hydra.utils.instantiate(cfg.model)
     datamodule = hydra.utils.instantiate(cfg.data)
     assert model(torch.rand(2, *datamodule.dims)).shape == (2, 10)
-    # by full name first (MNIST's fast recipe is free AT, README "Results"), else by suffix
-    expected_method = {"mnist_fast_at": "free", "clean": "clean", "pgd_at": "pgd",
-                       "fast_at": "fgsm_rs", "fgsm_rs": "fgsm_rs", "trades": "trades"}  # fmt: skip
-    expected = expected_method.get(option) or expected_method[option.split("_", 1)[1]]
-    assert model.hparams.method == expected
+    # an experiment's name says its method
+    expected = {"clean": "Clean", "pgd_at": "PGDAT", "free_at": "FreeAT", "fgsm_rs": "FGSMRS",
+                "trades": "TRADES"}[option.split("_", 1)[1]]  # fmt: skip
+    assert type(model.method).__name__ == expected
 
 
 def test_paths_and_hydra_run_dir_compose(compose_train) -> None:

@@ -26,7 +26,7 @@ from tests.conftest import REPO_ROOT, config_options, shrink_for_cpu
 TINY_EVAL = (
     "num_samples=12", "batch_size=8", "attack=autoattack_fast", "attack.steps=2",
     "suite.attacks.pgd.attack.steps=2", "suite.attacks.square.attack.n_queries=10",
-    "suite.epsilons=[0.0,0.1,0.3]", "sanity.steps_factor=2", "extras.print_config=false",
+    "suite.eps_multiples=[0.0,0.5,1.0]", "sanity.steps_factor=2", "extras.print_config=false",
 )  # fmt: skip
 
 
@@ -88,13 +88,13 @@ def test_report_files_exist_and_parse(
     assert report["headline"]["label"] == "AutoAttack (apgd-ce+apgd-t)"
     assert report["headline"]["eps"] == 0.3
     runs = {(r["attack"], r["eps"]) for r in report["results"]}
-    assert {("fgsm", 0.0), ("pgd", 0.1), ("square", 0.3), ("headline", 0.3)} <= runs
+    assert {("fgsm", 0.0), ("pgd", 0.15), ("square", 0.3), ("headline", 0.3)} <= runs
     assert ("pgd", 1.0) in runs and ("pgd_more_steps", 0.3) in runs  # sanity re-runs
     assert len(report["sanity_checks"]) == 6
     assert all(c["status"] in ("pass", "fail", "skip") for c in report["sanity_checks"])
     assert report["sanity_passed"] == result["sanity_passed"]
     markdown = (tmp_path / "report.md").read_text()
-    assert "| attack | eps 0 | eps 0.1 | eps 0.3 |" in markdown
+    assert "| attack | eps 0 | eps 0.15 | eps 0.3 |" in markdown
     assert "## Sanity checks" in markdown
     assert (tmp_path / "robustness_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -127,9 +127,14 @@ def test_a_file_that_is_no_checkpoint_is_refused(compose_eval, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("suite.eps=1.5", r"suite.eps: epsilon 1.5 is outside \[0, 1\]"),
-        ("suite.epsilons=[0.1,2]", r"suite.attacks.fgsm: epsilon 2 is outside \[0, 1\]"),
-        ("suite.attacks.square.epsilons=[-0.1]", r"suite.attacks.square: epsilon -0.1 is out"),
+        ("suite.eps=1.5", r"suite.eps: epsilon=1.5 is outside \[0, 1\]"),
+        ("suite.eps_multiples=[0.5,4]", r"suite.attacks.fgsm: epsilon=1.2 is outside \[0, 1\]"),
+        ("suite.attacks.square.eps_multiples=[-1]", r"suite.attacks.square: epsilon=-0.3 is out"),
+        (
+            "+suite.attacks.square.epsilons=[0.1]",
+            r"suite.attacks.square: give epsilons or "
+            r"eps_multiples, not both",
+        ),
         ("sanity.reference=pgd50", r"sanity.reference='pgd50' is not an attack of the suite"),
     ],
 )
@@ -142,7 +147,7 @@ def test_bad_suite_settings_are_refused_before_loading(
 
 def test_a_bad_headline_attack_setting_is_one_clear_error(compose_eval, checkpoint) -> None:
     cfg = compose_eval(f"ckpt_path={checkpoint}", "logger=none", "attack.version=fast")
-    with pytest.raises(ConfigError, match=r"^attack: cannot build .*version='fast' is not one of"):
+    with pytest.raises(ConfigError, match=r"^attack.version='fast' is not one of standard, custom"):
         evaluate(cfg)
 
 

@@ -22,10 +22,10 @@ from advlab.evaluation.sanity import (
 SUITE = {
     "epsilons": [0.0, 0.05, 0.1, 0.3],
     "attacks": {
-        "fgsm": {"attack": {"_target_": "torchattacks.FGSM", "eps": 0.3}},
-        "pgd": {"attack": {"_target_": "torchattacks.PGD", "eps": 0.3, "alpha": 0.075,
+        "fgsm": {"attack": {"_target_": "torchattacks.FGSM", "norm": "Linf", "eps": 0.3}},
+        "pgd": {"attack": {"_target_": "torchattacks.PGD", "norm": "Linf", "eps": 0.3, "alpha": 0.075,
                            "steps": 10, "random_start": True}},
-        "square": {"attack": {"_target_": "torchattacks.Square", "eps": 0.3, "n_queries": 30,
+        "square": {"attack": {"_target_": "torchattacks.Square", "norm": "Linf", "eps": 0.3, "n_queries": 30,
                               "seed": 0}, "epsilons": [0.3]},
     },
 }  # fmt: skip

@@ -126,7 +126,7 @@ def test_data_fashion_mnist_composes_with_the_default_model(compose_train) -> No
     cfg = compose_train("data=fashion_mnist")
     assert cfg.data.threat_model == {"norm": "Linf", "eps": 0.1}
     budgets = _values_of(OmegaConf.to_container(cfg, resolve=True), "eps")
-    assert {"model.train_attack", "model.val_attack", "model.test_attack"} <= set(budgets)
+    assert {"model.method.attack", "model.val_attack", "model.test_attack"} <= set(budgets)
     assert set(budgets.values()) == {0.1}  # every attack config, the per-epoch suite's too
     datamodule = hydra.utils.instantiate(cfg.data)
     assert isinstance(datamodule, FashionMNISTDataModule)
@@ -165,7 +165,7 @@ def test_a_checkpoint_of_a_user_network_needs_its_module_trusted(
     """A checkpoint's `_target_`s are built only from trusted modules: the user allows theirs."""
     cfg = compose_train("model/net=tiny_mlp", search_path(user_project))
     hparams = {"net": OmegaConf.to_container(cfg.model.net, resolve=True)}
-    with pytest.raises(ConfigError, match=r"allow it: trusted_targets=\[tiny_mlp_net\.\]$"):
+    with pytest.raises(ConfigError, match=r"allow it: trusted_targets=\[tiny_mlp_net\.TinyMLP\]$"):
         check_targets(hparams, "ckpt")
     trust_targets(["tiny_mlp_net."])
     check_targets(hparams, "ckpt")

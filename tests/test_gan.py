@@ -292,7 +292,9 @@ TINY_CLASSIFIERS = {
 
 def save_classifier(net: dict, path: Path) -> Path:
     """An untrained model=robust checkpoint: enough to be a feature extractor in tests."""
-    classifier = RobustClassifier(net=net, method="clean", optimizer=ADAM)
+    classifier = RobustClassifier(
+        net=net, method={"_target_": "advlab.methods.Clean"}, optimizer=ADAM
+    )
     trainer = Trainer(
         logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0
     )

@@ -75,7 +75,10 @@ def test_a_misspelled_knob_from_the_command_line_fails_before_training(compose_t
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        ({"_target_": "advlab.methods.PGDAT"}, r"model.method \(PGDAT\) needs attack: set model.method.attack"),
+        (
+            {"_target_": "advlab.methods.PGDAT"},
+            r"model.method \(PGDAT\) needs attack: set model.method.attack",
+        ),
         ({"_target_": "advlab.methods.Clean", "attack": PGD}, r"unexpected|has no knob attack"),
         (method("trades", beta=-1.0), r"model.method.beta must be >= 0, got -1.0"),
         (method("mart", beta=float("nan")), r"model.method.beta must be >= 0, got nan"),

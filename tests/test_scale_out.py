@@ -14,7 +14,7 @@ from tests.test_train import TINY_RUN, _run_train_py
 
 # clean training, no augmentation, no attack in the training step: what DDP must not change
 SAME_MATH = (
-    "model.method=clean", "data.crop_padding=0", "data.batch_size=8", "data.eval_batch_size=8",
+    "method=clean", "data.crop_padding=0", "data.batch_size=8", "data.eval_batch_size=8",
     "data.val_size=16", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
     "trainer.num_sanity_val_steps=0", "logger=csv", "extras.print_config=false",
     "callbacks.adversarial_eval=null", "model.val_attack.steps=1", "model.test_attack.steps=1",
@@ -104,7 +104,7 @@ def test_free_adversarial_training_runs_on_two_processes(mnist_dir: Path, tmp_pa
     run_dir = tmp_path / "free"
     result = _run_train_py(
         f"hydra.run.dir={run_dir}", f"data.data_dir={mnist_dir}", "trainer=ddp_sim",
-        "experiment=mnist_fast_at", "model.free_replays=3", "data.batch_size=8",
+        "experiment=mnist_free_at", "model.method.replays=3", "data.batch_size=8",
         "data.val_size=16", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "trainer.num_sanity_val_steps=0", "logger=csv", "extras.print_config=false",
         "callbacks.adversarial_eval=null", "model.val_attack.steps=1", "test=false",

@@ -64,11 +64,12 @@ def test_offline_logger_drops_log_model_instead_of_failing(
 def test_instantiate_surfaces_user_errors_unwrapped() -> None:
     cfg = {
         "_target_": "advlab.models.RobustClassifier",
+        "_recursive_": False,
         "net": {},
-        "method": "nope",
+        "method": {"_target_": "advlab.methods.PGDAT", "atack": {}},
         "optimizer": {},
     }
-    with pytest.raises(ConfigError, match=r"model.method='nope'"):
+    with pytest.raises(ConfigError, match=r"model.method \(PGDAT\) needs attack"):
         instantiate(cfg)
 
 

@@ -81,10 +81,12 @@ def pick_device(choice: str) -> torch.device:
 
 def suite_entries(cfg: DictConfig) -> tuple[list[SuiteEntry], float, SanitySettings]:
     """The suite plus the headline attack at the threat model's eps, and the check settings."""
+    headline = make_entry(HEADLINE, as_plain_dict(cfg.attack), None, where="attack")
+    if "eps" in cfg.suite:  # the threat budget first: every multiple of it is checked after
+        check_epsilon(cfg.suite.eps, headline.norm, "suite.eps")
     entries = parse_suite(cfg.suite, where="suite")
     if HEADLINE in {e.name for e in entries}:
         raise ConfigError(f"suite.attacks.{HEADLINE}: the name is taken by the headline attack")
-    headline = make_entry(HEADLINE, as_plain_dict(cfg.attack), None, where="attack")
     eps = check_epsilon(cfg.suite.get("eps", headline.attack["eps"]), headline.norm, "suite.eps")
     if eps <= 0:
         raise ConfigError(f"suite.eps={eps:g}: the threat model's budget must be > 0")

@@ -26,7 +26,7 @@ def load_generator(path: str | Path | None, where: str) -> tuple[nn.Module, floa
     are not needed to attack, and nothing the file names is built before it is checked.
     """
     checkpoint = read_checkpoint(path, where)
-    hparams, state = lightning_parts(checkpoint, path, where, ADVGAN_HPARAMS)
+    hparams, state = lightning_parts(checkpoint, path, where, ADVGAN_HPARAMS, kind="an AdvGAN")
     check_targets(hparams["generator"], f"{where}={path}")
     prefix = "generator."
     weights = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
