@@ -101,8 +101,8 @@ def test_bad_callback_settings_are_one_clear_error(kwargs: dict, message: str) -
         AdversarialEvalCallback(**{"suite": SUITE, **kwargs})
 
 
-@pytest.mark.parametrize("option", [o for o in config_options("suite") if o.endswith("_epoch")])
-def test_per_epoch_suites_compose_and_parse(compose_train, option: str) -> None:
+@pytest.mark.parametrize("option", config_options("suite"))
+def test_every_suite_composes_as_the_per_epoch_suite(compose_train, option: str) -> None:
     cfg = compose_train(f"suite@callbacks.adversarial_eval.suite={option}")
     (callback,) = [
         c for c in instantiate_callbacks(cfg.callbacks) if isinstance(c, AdversarialEvalCallback)
