@@ -90,12 +90,19 @@ def test_report_files_exist_and_parse(
     runs = {(r["attack"], r["eps"]) for r in report["results"]}
     assert {("fgsm", 0.0), ("pgd", 0.15), ("square", 0.3), ("headline", 0.3)} <= runs
     assert ("pgd", 1.0) in runs and ("pgd_more_steps", 0.3) in runs  # sanity re-runs
-    assert len(report["sanity_checks"]) == 6
+    names = [c["name"] for c in report["sanity_checks"]]
+    assert len(names) >= 10  # 4 model probes + 6 attack checks (+ AutoAttack's own flags)
+    assert "input gradients do not vanish" in names
     assert all(c["status"] in ("pass", "fail", "skip") for c in report["sanity_checks"])
     assert report["sanity_passed"] == result["sanity_passed"]
+    assert report["verdict"] == "TRUSTWORTHY" or report["verdict"].startswith("SUSPECT: ")
+    bench = report["robustbench"]
+    assert bench["threat_model"] == "Linf" and bench["eps"] == 0.3 and bench["n_ex"] == 12
+    assert bench["autoattack_acc"] == round(100 * report["headline"]["robust_acc"], 2)
     markdown = (tmp_path / "report.md").read_text()
+    assert markdown.splitlines()[0].startswith(f"**{report['verdict']}")  # the verdict leads
     assert "| attack | eps 0 | eps 0.15 | eps 0.3 |" in markdown
-    assert "## Sanity checks" in markdown
+    assert "## Checks" in markdown
     assert (tmp_path / "robustness_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert list(run.glob("files/media/images/eval/robustness_curve*.png"))
@@ -182,10 +189,18 @@ def test_eval_py_reports_a_gan_checkpoint_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_two_models_at_once_are_refused(compose_eval) -> None:
+    with pytest.raises(ConfigError, match=r"\(got ckpt_path, torchscript\)$"):
+        evaluate(compose_eval("ckpt_path=a.ckpt", "torchscript=a.pt", "logger=none"))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [("ckpt_path=missing.ckpt", "ckpt_path=missing.ckpt: no checkpoint at missing.ckpt"),
-     ("ckpt_path=???", "ckpt_path is required: python eval.py ckpt_path=<a .ckpt file>")],
+     ("ckpt_path=null", "give exactly one model to evaluate: ckpt_path=<advlab .ckpt>, or "
+      "net._target_=<pkg.module.Class> weights=<state_dict .pt>, or torchscript=<file.pt>"),
+     ("torchscript=a.pt", "torchscript=a.pt: no file there"),
+     ("batch_size=0", "batch_size must be >= 1, got 0")],
 )  # fmt: skip
 def test_run_turns_bad_input_into_one_line_and_exit_2(
     compose_eval, capsys, override: str, message: str

@@ -158,6 +158,8 @@ class OfficialAutoAttack:
         x_adv = images.clone()
         for stage in stages:
             index = robust.nonzero().flatten()
+            if len(index) == 0:  # nothing left to attack, as AutoAttack stops
+                break
             chunks = index.split(self.batch_size)
             for done, chunk in enumerate(chunks, 1):
                 attack.attacks_to_run = [stage]
