@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,12 @@ from hydra import compose, initialize
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 
 from advlab.errors import ConfigError
 from advlab.eval import evaluate, run, suite_entries
 from advlab.train import close_loggers, train
 from tests.conftest import REPO_ROOT, config_options, shrink_for_cpu
-
-# every attack of the eval suite cut to a few steps: the pipeline, not the numbers, is tested
-TINY_EVAL = (
-    "num_samples=12", "batch_size=8", "attack=autoattack_fast", "attack.steps=2",
-    "suite.attacks.pgd.attack.steps=2", "suite.attacks.square.attack.n_queries=10",
-    "suite.eps_multiples=[0.0,0.5,1.0]", "sanity.steps_factor=2", "extras.print_config=false",
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,28 +43,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
     train(cfg)
     GlobalHydra.instance().clear()
     return sorted((out / "checkpoints").glob("*.ckpt"))[0]  # whichever the policy kept
-
-
-@pytest.fixture
-def compose_eval(tmp_path: Path, mnist_dir: Path) -> Iterator[Callable[..., DictConfig]]:
-    """compose_eval("ckpt_path=...", ...) -> an eval config writing into tmp_path."""
-
-    def _compose(*overrides: str) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize(version_base="1.3", config_path="../configs"):
-            cfg = compose("eval", overrides=[*TINY_EVAL, *overrides], return_hydra_config=True)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path)
-            cfg.paths.log_dir = str(tmp_path)
-            cfg.data.data_dir = str(mnist_dir)
-            cfg.data.download = False
-            cfg.data.val_size = 16  # the tiny files hold 96 training images
-            del cfg.hydra
-        return cfg
-
-    yield _compose
-    GlobalHydra.instance().clear()
 
 
 def test_report_files_exist_and_parse(

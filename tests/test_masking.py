@@ -120,7 +120,7 @@ def test_an_honest_undefended_model_is_trustworthy_and_broken(data_and_net) -> N
     report = report_of(net, x, y)
     assert report.clean_acc == 1.0
     assert report.verdict == "TRUSTWORTHY", report.verdict
-    assert report.headline_run.robust_acc <= 0.05
+    assert report.headline.robust_acc <= 0.05
 
 
 @pytest.mark.parametrize(
@@ -143,8 +143,8 @@ def test_scaled_logits_are_flagged_or_scored_honestly(data_and_net) -> None:
     """True robust accuracy: the same attack on the unscaled network (argmax is unchanged)."""
     x, y, net = data_and_net
     report = report_of(ScaledLogits(net), x, y)
-    true_acc = report_of(net, x, y).headline_run.robust_acc
-    honest = abs(report.headline_run.robust_acc - true_acc) <= 0.02
+    true_acc = report_of(net, x, y).headline.robust_acc
+    honest = abs(report.headline.robust_acc - true_acc) <= 0.02
     assert report.verdict.startswith("SUSPECT") or honest, (report.verdict, true_acc)
 
 
@@ -153,7 +153,7 @@ def test_a_randomized_model_gets_autoattacks_eot_version_and_the_report_says_so(
 ) -> None:
     x, y, net = data_and_net
     report = report_of(NoisyInput(net), x, y)
-    assert report.headline_run.label == "AutoAttack (rand)"
+    assert report.headline.label == "AutoAttack (rand)"
     assert any("rand version" in note for note in report.notes)
 
 

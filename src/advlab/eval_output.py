@@ -48,7 +48,7 @@ def log_report(
         import wandb
 
         logger.experiment.summary["eval/verdict"] = report.verdict
-        headline = report.headline_run
+        headline = report.headline
         if headline is not None:
             logger.experiment.summary["eval/headline_robust_acc"] = headline.robust_acc
         rows = [run.as_dict() for run in report.results]

@@ -24,9 +24,16 @@ SOURCES = ("ckpt_path", "net", "torchscript")
 WRAPPER_PREFIXES = ("module.", "model.", "net.")
 
 
+def _is_set(value: Any) -> bool:
+    """A path, or a `net` config that names a `_target_`."""
+    if isinstance(value, Mapping):
+        return bool(value.get("_target_"))
+    return bool(value)
+
+
 def check_one_source(cfg: Mapping[str, Any]) -> str:
     """Which of `SOURCES` the config sets; exactly one must be set."""
-    given = [key for key in SOURCES if cfg.get(key)]
+    given = [key for key in SOURCES if _is_set(cfg.get(key))]
     if len(given) != 1:
         raise ConfigError(
             "give exactly one model to evaluate: ckpt_path=<advlab .ckpt>, or "
@@ -57,7 +64,7 @@ def load_model(
         model = _torchscript(str(cfg["torchscript"]), device)
         described = f"TorchScript {Path(str(cfg['torchscript'])).resolve()}"
     normalize = cfg.get("normalize")
-    if normalize:
+    if normalize and (normalize.get("mean") or normalize.get("std")):
         model = normalized(model, normalize.get("mean"), normalize.get("std"))
         described += f", normalized inside (mean {list(normalize['mean'])})"
     return model.to(device).eval(), described

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,13 @@ def _pct(value: float) -> str:
 
 
 def write_json(report: RobustnessReport, path: Path, meta: dict[str, Any]) -> Path:
-    path.write_text(json.dumps({**meta, **report.as_dict()}, indent=2, default=str) + "\n")
+    path.write_text(report.to_json(**meta) + "\n")
     return path
 
 
 def verdict_line(report: RobustnessReport) -> str:
     """The one line to read first: the verdict, then the headline it qualifies."""
-    headline = report.headline_run
+    headline = report.headline
     number = "" if headline is None else (
         f" — {headline.label} at eps {format_eps(headline.eps)}: {_pct(headline.robust_acc)}%"
         + ("" if report.trustworthy else " (do not quote: the checks above failed)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,10 @@ class RunResult:
     def robust_acc(self) -> float:
         return self.numbers["robust_acc"]
 
+    def to_json(self, **meta: Any) -> str:
+        """The report as report.json holds it, with `meta` (e.g. model=...) in front."""
+        return json.dumps({**meta, **self.as_dict()}, indent=2, default=str)
+
     def as_dict(self) -> dict[str, Any]:
         return {"attack": self.attack, "label": self.label, "eps": self.eps,
                 "purpose": self.purpose, "trusted": self.trusted, **self.numbers}  # fmt: skip
@@ -48,7 +53,7 @@ class RobustnessReport:
     clean_acc: float
     results: list[RunResult] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
-    headline: str | None = None
+    headline_name: str | None = None
     norm: str = "Linf"
     notes: list[str] = field(default_factory=list)
 
@@ -65,7 +70,8 @@ class RobustnessReport:
         return [check for check in self.checks if check.failed]
 
     @property
-    def headline_run(self) -> RunResult | None:
+    def headline(self) -> RunResult | None:
+        """The run to quote (its `robust_acc`, `label`, `eps`), if the suite named one."""
         return next((r for r in self.results if r.purpose == "headline"), None)
 
     @property
@@ -81,7 +87,7 @@ class RobustnessReport:
 
     def robustbench(self) -> dict[str, Any]:
         """The fields RobustBench's model cards use (accuracies in %), to compare as they are."""
-        headline = self.headline_run
+        headline = self.headline
         return {
             "clean_acc": round(100 * self.clean_acc, 2),
             "autoattack_acc": None if headline is None else round(100 * headline.robust_acc, 2),
@@ -92,8 +98,12 @@ class RobustnessReport:
             "verdict": self.verdict,
         }
 
+    def to_json(self, **meta: Any) -> str:
+        """The report as report.json holds it, with `meta` (e.g. model=...) in front."""
+        return json.dumps({**meta, **self.as_dict()}, indent=2, default=str)
+
     def as_dict(self) -> dict[str, Any]:
-        headline = self.headline_run
+        headline = self.headline
         return {
             "verdict": self.verdict,
             "num_samples": self.num_samples,

@@ -92,7 +92,9 @@ def evaluate_robustness(
     with torch.no_grad():
         num_classes = int(model(batches[0][0][:1]).shape[1])
     norm = entries[0].norm if entries else "Linf"
-    report = RobustnessReport(count, num_classes, correct / count, headline=headline, norm=norm)
+    report = RobustnessReport(
+        count, num_classes, correct / count, headline_name=headline, norm=norm
+    )
     if probes[0].failed:
         entries = _with_eot_headline(entries, headline, report)
     plan = _plan(entries, settings, budget)
