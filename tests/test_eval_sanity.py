@@ -179,6 +179,8 @@ def test_tolerances_are_what_the_settings_say() -> None:
     assert accuracy_does_not_rise_with_eps(acc, 0.005).status == FAIL
     assert gradient_free_does_not_win(acc, "square", 0.02).status == PASS
     assert gradient_free_does_not_win(acc, "square", 0.01).status == FAIL
+    weak_and_strong = {"fgsm": {0.3: 0.60}, "pgd": {0.3: 0.20}, "square": {0.3: 0.40}}
+    assert gradient_free_does_not_win(weak_and_strong, "square", 0.02).status == PASS  # FGSM only
     assert large_eps_reaches_chance("pgd", 1.0, 0.149, 10, 0.05).status == PASS
     assert large_eps_reaches_chance("pgd", 1.0, 0.151, 10, 0.05).status == FAIL
     assert more_steps_do_not_help("pgd", 0.3, 10, 0.5, 50, 0.52, 0.01).status == FAIL

@@ -196,7 +196,8 @@ def iterative_beats_single_step(
 def gradient_free_does_not_win(
     acc: Accuracies, gradient_free: str | None, margin: float, exclude: Iterable[str] = ()
 ) -> CheckResult:
-    """If a black-box search beats a gradient attack, the gradients are hiding something.
+    """If a black-box search beats the best gradient attack at an eps, the gradients are hiding
+    something. (Beating a weak one such as FGSM alone is what Square does to any model.)
 
     Compared with the gradient attacks alone (`exclude` names runs that contain a gradient-free
     search themselves, such as standard AutoAttack). Every gradient run it beats by more than
@@ -217,7 +218,8 @@ def gradient_free_does_not_win(
             f"eps {format_eps(eps)}: {gradient_free} {_pct(free_acc)}, best gradient attack "
             f"{best_name} {_pct(gradient[best_name])}"
         )
-        beaten += [f"{a}@{eps:g}" for a, value in gradient.items() if free_acc < value - margin]
+        if free_acc < gradient[best_name] - margin:  # beating a weak attack (FGSM) is normal
+            beaten += [f"{a}@{eps:g}" for a, value in gradient.items() if free_acc < value - margin]
     numbers = {"margin": margin, "beaten": beaten, "compared_with": sorted(
         {a for a in acc if a not in skip})}  # fmt: skip
     if not rows:
@@ -226,7 +228,8 @@ def gradient_free_does_not_win(
         return CheckResult(
             name,
             FAIL,
-            f"{'; '.join(rows)}: {gradient_free} wins by more than {_pct(margin)} — GRADIENT "
+            f"{'; '.join(rows)}: {gradient_free} beats the best gradient attack by more than "
+            f"{_pct(margin)} — GRADIENT "
             f"MASKING suspected; untrustworthy: {', '.join(beaten)}",
             numbers,
         )
