@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd, to_absolute_path
-from lightning.fabric.strategies.launchers import subprocess_script
+from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
 
 import __main__
+
+# Each launcher module looks the function up in its own globals when it starts a child: the
+# Trainer's module imported it by name, so patching only Fabric's copy changes nothing for it.
+LAUNCHER_MODULES: tuple[ModuleType, ...] = (trainer_launcher, fabric_launcher)
+HOOK = "_hydra_subprocess_cmd"
 
 
 def job_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -37,6 +44,17 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 
 
 def use_job_command_for_ddp_children() -> None:
-    """Make Lightning start DDP children with `job_command` (no-op outside a Hydra app)."""
-    if HydraConfig.initialized():
-        subprocess_script._hydra_subprocess_cmd = job_command
+    """Make Lightning start DDP children with `job_command` (no-op outside a Hydra app).
+
+    Fails loudly when a Lightning upgrade moves the hook, rather than silently letting every
+    child of a multirun run the whole sweep again.
+    """
+    if not HydraConfig.initialized():
+        return
+    for module in LAUNCHER_MODULES:
+        if not hasattr(module, HOOK):
+            raise RuntimeError(
+                f"{module.__name__}.{HOOK} is gone (Lightning upgrade?): "
+                "advlab.utils.ddp_launch must patch the function that now builds DDP child commands"
+            )
+        setattr(module, HOOK, job_command)
