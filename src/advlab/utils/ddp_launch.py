@@ -18,6 +18,9 @@ from lightning.fabric.strategies.launchers import subprocess_script as fabric_la
 from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
 
 import __main__
+from advlab.utils.pylogger import get_logger
+
+log = get_logger(__name__)
 
 # Each launcher module looks the function up in its own globals when it starts a child: the
 # Trainer's module imported it by name, so patching only Fabric's copy changes nothing for it.
@@ -40,6 +43,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
         f"hydra.job.name={hydra_cfg.job.name}_ddp_rank_{local_rank}",
         "hydra.output_subdir=null",  # rank 0 already wrote .hydra/
     ]
+    log.info(f"DDP rank {local_rank} starts: {' '.join(command)}")
     return command, get_original_cwd()
 
 
