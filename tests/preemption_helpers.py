@@ -1,4 +1,4 @@
-"""A callback that preempts a run the way SLURM does: SIGTERM to the process mid-epoch."""
+"""Callbacks that stop a run the way users and clusters do: a signal to the process mid-epoch."""
 
 from __future__ import annotations
 
@@ -9,15 +9,34 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
-class SigtermAtStep(Callback):
-    """Send SIGTERM to this process after global step `step` (once)."""
+class SignalAtBatch(Callback):
+    """Send `signal` (a name: SIGTERM, SIGINT, SIGUSR1) to this process after training batch
+    `batch` (counted from 1 in this process, once), on global rank `rank` only."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, batch: int, signal: str = "SIGTERM", rank: int = 0) -> None:
+        self.batch = batch
+        self.signal = signal
+        self.rank = rank
+        self.seen = 0
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: Any) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+        self.seen += 1
+        if self.seen == self.batch and trainer.global_rank == self.rank:
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class ExitAtBatch(Callback):
+    """End the process without any cleanup before training batch `batch` (counted from 1):
+    what SLURM's kill after a requeue does."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.seen = 0
+
+    def on_train_batch_start(self, *_: Any) -> None:
+        self.seen += 1
+        if self.seen == self.batch:
+            os._exit(0)
 
 
 class CrashOnRank(Callback):

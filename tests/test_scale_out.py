@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import time
 from pathlib import Path
 
@@ -61,6 +62,11 @@ def test_multirun_with_ddp_gives_one_dir_and_one_wandb_run_per_job(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # children ran no sweep
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
+    children = re.findall(r"DDP rank 1 starts: (.*)", result.stdout + result.stderr)
+    assert len(children) == 2  # each job started its own rank 1
+    for job, seed, command in zip(jobs, ("1", "2"), children, strict=True):
+        assert " -m " not in command and "seed=1,2" not in command
+        assert f" seed={seed} " in command and f'hydra.run.dir="{sweep_dir / job}"' in command
     for job in jobs:
         assert len(list((sweep_dir / job / "wandb").glob("offline-run-*"))) == 1
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()

@@ -28,7 +28,7 @@ from advlab.preflight import (
 )
 from advlab.utils import get_logger, instantiate, instantiate_callbacks, instantiate_loggers
 from advlab.utils.config_tree import print_config_tree
-from advlab.utils.ddp_launch import use_job_command_for_ddp_children
+from advlab.utils.ddp_launch import separate_ddp_jobs, use_job_command_for_ddp_children
 
 log = get_logger(__name__)
 
@@ -178,7 +178,8 @@ def run(cfg: DictConfig) -> float | None:
     try:
         if cfg.get("extras", {}).get("print_config", False):
             print_config_tree(cfg)
-        metrics = train(cfg)
+        with separate_ddp_jobs():
+            metrics = train(cfg)
     except AdvlabError as err:
         user_error = True
         print(f"advlab: error: {err}", file=sys.stderr)
