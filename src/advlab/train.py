@@ -105,7 +105,7 @@ def close_loggers(discard: bool = False) -> None:
 
         if wandb.run is not None:
             discard_dir = Path(wandb.run.dir).parent if discard and wandb.run.offline else None
-            wandb.finish(quiet=True)
+            wandb.finish()
             if discard_dir is not None and discard_dir.name.startswith("offline-run-"):
                 shutil.rmtree(discard_dir, ignore_errors=True)
 
