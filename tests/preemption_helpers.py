@@ -25,20 +25,6 @@ class SignalAtBatch(Callback):
             os.kill(os.getpid(), getattr(signal, self.signal))
 
 
-class ExitAtBatch(Callback):
-    """End the process without any cleanup before training batch `batch` (counted from 1):
-    what SLURM's kill after a requeue does."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        self.seen = 0
-
-    def on_train_batch_start(self, *_: Any) -> None:
-        self.seen += 1
-        if self.seen == self.batch:
-            os._exit(0)
-
-
 class CrashOnRank(Callback):
     """Raise on global rank `rank` at global step `step`: a rank that dies mid-training."""
 

@@ -3,6 +3,7 @@ an uninterrupted run: same weights, same optimizer state, same EMA, bit for bit 
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -124,3 +125,48 @@ def target_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_advgan_resumes_exactly(compose_train, tmp_path: Path, target_ckpt: Path) -> None:
     advgan = ("model=advgan", f"model.target_ckpt={target_ckpt}")
     assert_resume_is_exact(compose_train, tmp_path, "SIGTERM", 3, *advgan)
+
+
+SLURM_JOB = {
+    "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "localhost", "SLURM_CPUS_PER_TASK": "1",
+}  # fmt: skip
+
+
+@pytest.mark.slow  # ~20 s: three trainings
+def test_slurm_requeue_signal_saves_and_the_requeued_job_resumes_exactly(
+    compose_train, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainer=slurm: SIGUSR1 stops the run after its batch, saves hpc_ckpt_1.ckpt and calls
+    `scontrol requeue <job>`; the requeued job (same run dir, no ckpt_path) resumes from it and
+    ends like a straight run."""
+    for name, value in SLURM_JOB.items():
+        monkeypatch.setenv(name, value)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def slurm_run(name: str, *overrides: str) -> None:
+        cfg = compose_train("logger=none", "test=false", "trainer=slurm", *overrides)
+        with open_dict(cfg):
+            cfg.trainer.strategy = "auto"
+            cfg.trainer.sync_batchnorm = False
+            cfg.trainer.plugins[0].requeue_signal.name = "SIGUSR1"
+        train(short_run(cfg, tmp_path / name))
+
+    slurm_run("straight")
+    with pytest.raises(SystemExit):  # stops after the batch, as SLURM's kill would soon
+        slurm_run(
+            "requeued", SIGNAL_AT, "+callbacks.stop.batch=3", "+callbacks.stop.signal=SIGUSR1"
+        )
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
+    assert (tmp_path / "requeued" / "hpc_ckpt_1.ckpt").is_file()
+    slurm_run("requeued")
+    expected, got = training_state(tmp_path / "straight"), training_state(tmp_path / "requeued")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name

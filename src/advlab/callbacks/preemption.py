@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from advlab.utils.pylogger import get_logger
@@ -20,7 +21,8 @@ log = get_logger(__name__)
 
 
 class CheckpointOnInterrupt(Callback):
-    """Save `<dirpath>/<filename>.ckpt` when a run is stopped by SIGTERM or Ctrl-C (SIGINT).
+    """Save `<dirpath>/<filename>.ckpt` when a run is stopped by SIGTERM, Ctrl-C (SIGINT) or,
+    under trainer=slurm, SLURM's requeue signal.
 
     Lightning answers SIGTERM by finishing the current batch and raising SIGTERMException; nothing
     is saved by default. Ctrl-C would raise KeyboardInterrupt wherever the code happens to be
@@ -36,41 +38,60 @@ class CheckpointOnInterrupt(Callback):
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
-        self._previous_handler: Any = None
-        self._installed = False
+        self._previous_handlers: dict[int, Any] = {}
+        self._requeue = False
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # not on_fit_start: Lightning records the handlers to restore after that hook
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
-        self._previous_handler = signal.getsignal(signal.SIGINT)
-        self._installed = True
-        if trainer.global_rank == 0:
-            signal.signal(signal.SIGINT, lambda *_: self._stop_after_this_batch(trainer))
-        else:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signals = [signal.SIGINT, *self._requeue_signal(trainer)]
+        self._previous_handlers = {signum: signal.getsignal(signum) for signum in signals}
+        for signum in signals:
+            handler = lambda num, _, t=trainer: self._stop_after_this_batch(t, num)  # noqa: E731
+            signal.signal(signum, handler if trainer.global_rank == 0 else signal.SIG_IGN)
 
-    def _stop_after_this_batch(self, trainer: Trainer) -> None:
-        log.warning(
-            f"Ctrl-C: finishing this batch, then saving {self.path} (Ctrl-C again stops at once)"
-        )
-        self._restore_handler()
+    @staticmethod
+    def _requeue_signal(trainer: Trainer) -> list[signal.Signals]:
+        """SLURM's requeue signal, when Lightning requeues this job (trainer=slurm).
+
+        Lightning's own handler saves `hpc_ckpt_<n>.ckpt` the moment the signal arrives, in the
+        middle of a batch, so the requeued job does not continue exactly; here the signal stops
+        the run after the batch, and that handler runs then (it saves and requeues).
+        """
+        environment = trainer._accelerator_connector.cluster_environment
+        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+            return [environment.requeue_signal or signal.SIGUSR1]
+        return []
+
+    def _stop_after_this_batch(self, trainer: Trainer, signum: int) -> None:
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        log.warning(f"{what}: finishing this batch, then saving {self.path}")
+        self._restore_handlers()  # a second Ctrl-C stops at once
+        self._requeue = signum != signal.SIGINT
         # the flag Lightning's SIGTERM handler sets; the training loops check it at batch ends
         trainer._signal_connector.received_sigterm = True
 
-    def _restore_handler(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._installed = False
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException):
-        self._restore_handler()
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
-            log.warning(f"Saved {self.path}: resume with ckpt_path=last in the same run dir")
+        self._restore_handlers()
+        if not isinstance(exception, SIGTERMException):
+            return
+        trainer.save_checkpoint(self.path)
+        log.warning(f"Saved {self.path}: resume with ckpt_path=last in the same run dir")
+        # only rank 0 knows which signal it was; every rank must join the hpc_ckpt save
+        if trainer.strategy.broadcast(self._requeue, src=0):
+            # Lightning's requeue handler, now at a batch end: hpc_ckpt_<n>.ckpt, scontrol requeue
+            trainer._signal_connector._slurm_sigusr_handler_fn(
+                self._requeue_signal(trainer)[0], None
+            )
 
 
 class RandomStateCheckpoint(Callback):
