@@ -53,8 +53,9 @@ def started_children(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], s
         started.append((list(command), cwd))
 
     monkeypatch.setattr(subprocess, "Popen", fake_popen)
-    for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ddp_launch.LAUNCH_ENV:  # the launcher sets them: undo that after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     launcher = _SubprocessScriptLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
     launcher._call_children_scripts()
     return started
