@@ -40,11 +40,13 @@ class CheckpointOnInterrupt(Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self._previous_handlers: dict[int, Any] = {}
         self._requeue = False
+        self._stop_requested = False
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # not on_fit_start: Lightning records the handlers to restore after that hook
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
+        self._stop_requested = False
         signals = [signal.SIGINT, *self._requeue_signal(trainer)]
         self._previous_handlers = {signum: signal.getsignal(signum) for signum in signals}
         for signum in signals:
@@ -69,8 +71,13 @@ class CheckpointOnInterrupt(Callback):
         log.warning(f"{what}: finishing this batch, then saving {self.path}")
         self._restore_handlers()  # a second Ctrl-C stops at once
         self._requeue = signum != signal.SIGINT
-        # the flag Lightning's SIGTERM handler sets; the training loops check it at batch ends
-        trainer._signal_connector.received_sigterm = True
+        self._stop_requested = True
+
+    def on_train_batch_end(self, trainer: Trainer, *_: Any) -> None:
+        # every rank learns rank 0's request at the same batch, so all of them stop after it
+        if trainer.strategy.broadcast(self._stop_requested, src=0):
+            # the flag Lightning's SIGTERM handler sets; the loop checks it right after this hook
+            trainer._signal_connector.received_sigterm = True
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
