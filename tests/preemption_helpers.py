@@ -6,12 +6,13 @@ import os
 import signal
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, Trainer
 
 
 class SignalAtBatch(Callback):
-    """Send `signal` (a name: SIGTERM, SIGINT, SIGUSR1) to this process after training batch
-    `batch` (counted from 1 in this process, once), on global rank `rank` only."""
+    """Send `signal` (a name: SIGTERM, SIGINT, SIGUSR1) to this process as training batch `batch`
+    starts (counted from 1 in this process, once), on global rank `rank` only: the run must
+    stop after that batch."""
 
     def __init__(self, batch: int, signal: str = "SIGTERM", rank: int = 0) -> None:
         self.batch = batch
@@ -19,7 +20,7 @@ class SignalAtBatch(Callback):
         self.rank = rank
         self.seen = 0
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: Any) -> None:
+    def on_train_batch_start(self, trainer: Trainer, *_: Any) -> None:
         self.seen += 1
         if self.seen == self.batch and trainer.global_rank == self.rank:
             os.kill(os.getpid(), getattr(signal, self.signal))

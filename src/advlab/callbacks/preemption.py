@@ -25,12 +25,13 @@ class CheckpointOnInterrupt(Callback):
     under trainer=slurm, SLURM's requeue signal.
 
     Lightning answers SIGTERM by finishing the current batch and raising SIGTERMException; nothing
-    is saved by default. Ctrl-C would raise KeyboardInterrupt wherever the code happens to be
+    is saved by default, and under DDP a SIGTERM that reaches rank 0 alone can leave the ranks
+    waiting on each other. Ctrl-C would raise KeyboardInterrupt wherever the code happens to be
     (inside an optimizer step, say), so a checkpoint taken then is not a state any uninterrupted
-    run passes through. During `fit` the first Ctrl-C is therefore turned into Lightning's SIGTERM
-    path: the batch finishes, all ranks stop at the same batch (rank 0's flag is broadcast every
-    step; other ranks ignore their own Ctrl-C), and the checkpoint is exact. A second Ctrl-C stops
-    at once, as usual. A crash (e.g. a NaN loss) saves nothing, so it cannot overwrite the last
+    run passes through. During training all three signals therefore take one path: rank 0 notes
+    the request, broadcasts it after every training batch, every rank stops after the same batch
+    (Lightning's SIGTERMException), and the checkpoint is exact. Other ranks ignore their own
+    copy of the signal. A second signal gets the usual handling (Ctrl-C stops at once). A crash (e.g. a NaN loss) saves nothing, so it cannot overwrite the last
     good checkpoint. The default file is `last.ckpt`: `ckpt_path=last` resumes the run.
     (Lightning's OnExceptionCheckpoint saves on any exception and deletes its file when a run
     ends normally, so it fits neither need.)
@@ -47,7 +48,7 @@ class CheckpointOnInterrupt(Callback):
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         self._stop_requested = False
-        signals = [signal.SIGINT, *self._requeue_signal(trainer)]
+        signals = [signal.SIGINT, signal.SIGTERM, *self._requeue_signal(trainer)]
         self._previous_handlers = {signum: signal.getsignal(signum) for signum in signals}
         for signum in signals:
             handler = lambda num, _, t=trainer: self._stop_after_this_batch(t, num)  # noqa: E731
@@ -70,7 +71,7 @@ class CheckpointOnInterrupt(Callback):
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         log.warning(f"{what}: finishing this batch, then saving {self.path}")
         self._restore_handlers()  # a second Ctrl-C stops at once
-        self._requeue = signum != signal.SIGINT
+        self._requeue = signum not in (signal.SIGINT, signal.SIGTERM)
         self._stop_requested = True
 
     def on_train_batch_end(self, trainer: Trainer, *_: Any) -> None:
