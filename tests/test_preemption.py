@@ -170,3 +170,9 @@ def test_slurm_requeue_signal_saves_and_the_requeued_job_resumes_exactly(
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+
+
+@pytest.mark.slow
+def test_eps_warm_up_resumes_exactly(compose_train, tmp_path: Path) -> None:
+    """The warm-up's progress comes from the loop's batch count, which survives a resume."""
+    assert_resume_is_exact(compose_train, tmp_path, "SIGINT", 3, "model.method.eps_warmup_epochs=2")
