@@ -73,11 +73,3 @@ def test_the_trainers_ddp_child_runs_this_job_not_the_sweep(
         "hydra.output_subdir=null",
     ]  # fmt: skip
     assert cwd == str(REPO_ROOT)
-
-
-def test_without_the_patch_lightning_would_rerun_the_sweep(
-    job_of_a_multirun: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What the patch is for: if Lightning stops doing this, the patch can go."""
-    ((command, _),) = started_children(monkeypatch)
-    assert "-m" in command and "seed=1,2" in command

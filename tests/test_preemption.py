@@ -74,9 +74,10 @@ def assert_resume_is_exact(
         ),
         tmp_path / "stopped",
     )  # fmt: skip
+    ctrl_c = signal.getsignal(signal.SIGINT)
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException
         train(stopped)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Ctrl-C again
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # Ctrl-C does what it did before the run
     saved = torch.load(tmp_path / "stopped" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == batch
     resumed = compose("logger=none", "test=false", "ckpt_path=last", *overrides)
