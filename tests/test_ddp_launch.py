@@ -69,7 +69,7 @@ def test_the_trainers_ddp_child_runs_this_job_not_the_sweep(
     assert "-m" not in command and "seed=1,2" not in command
     assert command[1:] == [
         str(REPO_ROOT / "train.py"), "--config-name", "train", "seed=2", "trainer=ddp_sim",
-        f'hydra.run.dir="{job_of_a_multirun}"', "hydra.job.name=train_ddp_rank_1",
+        "hydra.mode=RUN", f'hydra.run.dir="{job_of_a_multirun}"', "hydra.job.name=train_ddp_rank_1",
         "hydra.output_subdir=null",
     ]  # fmt: skip
     assert cwd == str(REPO_ROOT)

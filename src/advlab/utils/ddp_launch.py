@@ -44,6 +44,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
         command += ["--config-name", hydra_cfg.job.config_name]
     command += list(hydra_cfg.overrides.task)
     command += [
+        "hydra.mode=RUN",  # a config may set MULTIRUN itself (hparams_search/*.yaml does)
         f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
         f"hydra.job.name={hydra_cfg.job.name}_ddp_rank_{local_rank}",
         "hydra.output_subdir=null",  # rank 0 already wrote .hydra/
