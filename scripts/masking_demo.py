@@ -87,7 +87,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1)
 
 
 def attacked(attack, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> torch.Tensor:
-    return torch.cat([attack(xb, yb) for xb, yb in zip(x.split(batch), y.split(batch), strict=True)])
+    return torch.cat(
+        [attack(xb, yb) for xb, yb in zip(x.split(batch), y.split(batch), strict=True)]
+    )
 
 
 def true_robust_accuracy(name: str, net: nn.Module, model: nn.Module, x, y) -> tuple[float, str]:

@@ -1,4 +1,4 @@
-"""A callback that preempts a run the way SLURM does: SIGTERM to the process mid-epoch."""
+"""Callbacks that stop a run the way users and clusters do: a signal to the process mid-epoch."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import os
 import signal
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, Trainer
 
 
-class SigtermAtStep(Callback):
-    """Send SIGTERM to this process after global step `step` (once)."""
+class SignalAtBatch(Callback):
+    """Send `signal` (a name: SIGTERM, SIGINT, SIGUSR1) to this process as training batch `batch`
+    starts (counted from 1 in this process, once), on global rank `rank` only: the run must
+    stop after that batch."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, batch: int, signal: str = "SIGTERM", rank: int = 0) -> None:
+        self.batch = batch
+        self.signal = signal
+        self.rank = rank
+        self.seen = 0
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: Any) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+    def on_train_batch_start(self, trainer: Trainer, *_: Any) -> None:
+        self.seen += 1
+        if self.seen == self.batch and trainer.global_rank == self.rank:
+            os.kill(os.getpid(), getattr(signal, self.signal))
 
 
 class CrashOnRank(Callback):

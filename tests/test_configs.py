@@ -124,17 +124,17 @@ EXPECTED_CALLBACKS = {
         "LearningRateMonitor",
         "RichModelSummary",
         "AdversarialEvalCallback",
-        "CheckpointOnSigterm",
+        "CheckpointOnInterrupt",
         "RandomStateCheckpoint",
     },
     "adversarial_eval": {"AdversarialEvalCallback"},
-    "preemption": {"CheckpointOnSigterm", "RandomStateCheckpoint"},
+    "preemption": {"CheckpointOnInterrupt", "RandomStateCheckpoint"},
     "advgan": {
         "ModelCheckpoint",
         "RichProgressBar",
         "RichModelSummary",
         "AdvGANGrid",
-        "CheckpointOnSigterm",
+        "CheckpointOnInterrupt",
         "RandomStateCheckpoint",
     },
     "gan": {
@@ -144,7 +144,7 @@ EXPECTED_CALLBACKS = {
         "LearningRateMonitor",
         "RichModelSummary",
         "GANSampleGrid",
-        "CheckpointOnSigterm",
+        "CheckpointOnInterrupt",
         "RandomStateCheckpoint",
     },
     "last_checkpoint": {"ModelCheckpoint"},
@@ -173,7 +173,9 @@ def test_callback_options_instantiate(compose_train, option: str) -> None:
 def test_debug_options_compose(compose_train, option: str) -> None:
     cfg = compose_train(f"debug={option}")
     assert cfg.task_name == "debug"
-    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.trainer.devices == 1
+    on_gpu = compose_train(f"debug={option}", "trainer=gpu", shrink=False)  # no forced CPU
+    assert on_gpu.trainer.accelerator == "gpu"  # a debug preset does not move a run to the CPU
 
 
 @pytest.mark.parametrize("option", experiment_options("robust"))  # GAN recipes: test_gan.py

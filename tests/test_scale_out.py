@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import time
 from pathlib import Path
 
@@ -61,6 +62,11 @@ def test_multirun_with_ddp_gives_one_dir_and_one_wandb_run_per_job(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # children ran no sweep
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
+    children = re.findall(r"DDP rank 1 starts: (.*)", result.stdout + result.stderr)
+    assert len(children) == 2  # each job started its own rank 1
+    for job, seed, command in zip(jobs, ("1", "2"), children, strict=True):
+        assert " -m " not in command and "seed=1,2" not in command
+        assert f" seed={seed} " in command and f'hydra.run.dir="{sweep_dir / job}"' in command
     for job in jobs:
         assert len(list((sweep_dir / job / "wandb").glob("offline-run-*"))) == 1
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
@@ -112,3 +118,35 @@ def test_free_adversarial_training_runs_on_two_processes(mnist_dir: Path, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 2 * 3  # 2 batches per rank, 3 replays each
+
+
+@pytest.mark.slow  # three 2-process trainings: ~1 min on 2 busy cores
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_two_processes_resume_exactly_after_a_stop(mnist_dir: Path, tmp_path: Path, stop: str):
+    """Rank 0 gets the signal after its 3rd batch; both ranks stop after that batch, last.ckpt
+    is saved, and `ckpt_path=last` ends with the weights of an uninterrupted 2-process run."""
+    common = (
+        f"data.data_dir={mnist_dir}", "trainer=ddp_sim", "data.batch_size=8",
+        "data.eval_batch_size=8", "data.val_size=16", "data.crop_padding=2",
+        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0", "model.method.attack.steps=1",
+        "model.val_attack.steps=1", "callbacks.adversarial_eval=null", "logger=csv",
+        "extras.print_config=false", "test=false",
+    )  # fmt: skip
+    straight = _run_train_py(f"hydra.run.dir={tmp_path / 'straight'}", *common)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run_dir = tmp_path / "stopped"
+    stopped = _run_train_py(
+        f"hydra.run.dir={run_dir}", *common,
+        "+callbacks.stop._target_=tests.preemption_helpers.SignalAtBatch",
+        "+callbacks.stop.batch=3", f"+callbacks.stop.signal={stop}",
+    )  # fmt: skip
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 3, stopped.stderr[-3000:]
+    resumed = _run_train_py(f"hydra.run.dir={run_dir}", *common, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got["global_step"] == expected["global_step"] == 8
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(value, got["state_dict"][name]), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from advlab.errors import ConfigError
 from advlab.utils import instantiate
 from advlab.utils.pylogger import RankFilter
-from advlab.utils.wandb import make_wandb_logger, resolve_offline
+from advlab.utils.wandb import make_wandb_logger, online_problem, resolve_offline
 
 
 @pytest.fixture
@@ -103,3 +104,21 @@ def test_wandb_run_id_is_pinned_to_the_run_dir(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "wandb_run_id.txt").read_text().strip() == first._id
     explicit = make_wandb_logger(mode="offline", save_dir=str(tmp_path / "a"), id="mine")
     assert explicit._id == "mine"
+
+
+def test_online_without_key_or_network_falls_back_to_offline_quickly(
+    no_credentials: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    assert online_problem() == "no API key (set WANDB_API_KEY or run `wandb login`)"
+    logger = make_wandb_logger(mode="online", save_dir=str(tmp_path / "a"), project="t")
+    assert logger._offline is True
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://advlab-no-such-host.invalid")  # DNS fails
+    start = time.monotonic()
+    problem = online_problem()
+    assert problem is not None and problem.startswith("cannot reach advlab-no-such-host.invalid:80")
+    assert time.monotonic() - start < 10
+    with caplog.at_level(logging.WARNING):
+        logger = make_wandb_logger(mode="auto", save_dir=str(tmp_path / "b"), project="t")
+    assert logger._offline is True
+    assert "W&B cannot go online: cannot reach" in caplog.text

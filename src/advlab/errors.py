@@ -15,3 +15,7 @@ class ConfigError(AdvlabError, ValueError):
 
 class DatasetFilesMissingError(AdvlabError, FileNotFoundError):
     """Dataset files are absent and could not be downloaded."""
+
+
+class DatasetFilesCorruptError(AdvlabError):
+    """Dataset files are present but damaged or do not belong together."""

@@ -38,6 +38,16 @@ def check_model_fits_data(model: LightningModule, datamodule: LightningDataModul
         )
 
 
+def check_accelerator_available(accelerator: str | None) -> None:
+    """`trainer=gpu` on a machine without one: Lightning says so only in a traceback."""
+    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but no GPU is visible here "
+            f"(torch.cuda.is_available() is False); use trainer=cpu, or trainer=ddp_sim for "
+            f"2 CPU processes"
+        )
+
+
 def check_batch_divides(datamodule: LightningDataModule, trainer: Trainer) -> None:
     """The global batch size must split evenly over all processes (checked again in setup)."""
     if isinstance(datamodule, VisionDataModule):

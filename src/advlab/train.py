@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from advlab.checkpoints import lightning_parts, read_checkpoint, trust_targets
 from advlab.errors import AdvlabError, ConfigError
 from advlab.preflight import (
+    check_accelerator_available,
     check_batch_divides,
     check_choice,
     check_manual_optimization_fits_trainer,
@@ -26,7 +28,7 @@ from advlab.preflight import (
 )
 from advlab.utils import get_logger, instantiate, instantiate_callbacks, instantiate_loggers
 from advlab.utils.config_tree import print_config_tree
-from advlab.utils.ddp_launch import use_job_command_for_ddp_children
+from advlab.utils.ddp_launch import separate_ddp_jobs, use_job_command_for_ddp_children
 
 log = get_logger(__name__)
 
@@ -92,13 +94,20 @@ def _log_hyperparameters(cfg: DictConfig, model: LightningModule, loggers: list[
         logger.log_hyperparams(params)
 
 
-def close_loggers() -> None:
-    """Finish the W&B run so that multiruns do not append to each other."""
+def close_loggers(discard: bool = False) -> None:
+    """Finish the W&B run so that multiruns do not append to each other.
+
+    `discard`: the run stopped on a user error, so its offline W&B run holds nothing worth
+    syncing; delete it rather than leave an empty run behind.
+    """
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
+            discard_dir = Path(wandb.run.dir).parent if discard and wandb.run.offline else None
             wandb.finish()
+            if discard_dir is not None and discard_dir.name.startswith("offline-run-"):
+                shutil.rmtree(discard_dir, ignore_errors=True)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -109,12 +118,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path and cfg.get("train", True):
         # a bad file is one line before anything is built; inside fit it would be a traceback
         lightning_parts(read_checkpoint(ckpt_path, "ckpt_path"), ckpt_path, "ckpt_path", ())
+    check_accelerator_available(cfg.trainer.get("accelerator"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
 
     log.info(f"Data <{cfg.data._target_}>")
     datamodule: LightningDataModule = instantiate(cfg.data)
+    if not getattr(datamodule, "missing_files", list)():  # files to download: prepare_data's job
+        datamodule.setup("fit")  # damaged files fail in one line before any logger writes
     log.info(f"Model <{cfg.model._target_}>")
     model: LightningModule = instantiate(cfg.model)
     if hasattr(model, "configure_for_data"):  # GAN, AdvGAN: shape check, evaluation helpers
@@ -162,15 +174,18 @@ def run(cfg: DictConfig) -> float | None:
 
     User errors (AdvlabError) become one line on stderr and exit status 2.
     """
+    user_error = False  # a crash or preemption keeps its W&B run: it holds the logs up to then
     try:
         if cfg.get("extras", {}).get("print_config", False):
             print_config_tree(cfg)
-        metrics = train(cfg)
+        with separate_ddp_jobs():
+            metrics = train(cfg)
     except AdvlabError as err:
+        user_error = True
         print(f"advlab: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
-        close_loggers()
+        close_loggers(discard=user_error)
     objective = cfg.get("optimized_metric")
     if objective and objective in metrics:
         return metrics[objective]

@@ -63,7 +63,25 @@ def validate_attack_config(
         raise ConfigError(f"{where}.name={cfg['name']!r} must be lowercase letters, digits or _")
     if "eps" in cfg:
         check_budget(cfg["eps"], norm, f"{where}.eps")
+    check_search_settings(cfg, where)
     return cfg
+
+
+def check_search_settings(cfg: Mapping[str, Any], where: str) -> None:
+    """A step size must be positive (a negative one lowers the loss: the attack does nothing)
+    and the step count at least 1 (0 steps returns the clean images), else one line."""
+    for key in ("alpha", "lr"):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(
+                f"{where}.{key}={value!r} must be a positive step size (it is the size of each "
+                f"ascent step on the loss)"
+            )
+    steps = cfg.get("steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"{where}.steps={steps!r} must be an integer >= 1")
 
 
 def attack_class(cfg: Mapping[str, Any] | DictConfig) -> type | None:

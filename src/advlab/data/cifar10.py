@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.datasets import CIFAR10
+from torchvision.datasets import CIFAR10, cifar
 
 from advlab.data.vision import VisionDataModule
 
@@ -25,6 +25,16 @@ class CIFAR10DataModule(VisionDataModule):
         folder = self.data_dir / CIFAR10.base_folder
         names = [name for name, _md5 in CIFAR10.train_list + CIFAR10.test_list]
         return [folder / name for name in [*names, CIFAR10.meta["filename"]]]
+
+    def file_problem(self, path: Path) -> str | None:
+        """torchvision checks the md5 sums too, but its error does not say which file failed."""
+        md5s = dict(CIFAR10.train_list + CIFAR10.test_list) | {
+            CIFAR10.meta["filename"]: CIFAR10.meta["md5"]
+        }
+        problem = super().file_problem(path)
+        if problem is None and not cifar.check_integrity(str(path), md5s.get(path.name)):
+            problem = "fails its md5 check (a damaged or different file)"
+        return problem
 
     def _torchvision_dataset(self, train: bool, download: bool = False) -> CIFAR10:
         return CIFAR10(str(self.data_dir), train=train, download=download)

@@ -10,9 +10,10 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, random_split
 
 from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
+from advlab.data.file_checks import file_problem
 from advlab.data.in_memory import BatchedTensorDataset, keep_batch
 from advlab.data.sampler import ResumableShuffleSampler
-from advlab.errors import ConfigError, DatasetFilesMissingError
+from advlab.errors import ConfigError, DatasetFilesCorruptError, DatasetFilesMissingError
 from advlab.threat_model import ThreatModel
 
 
@@ -179,15 +180,40 @@ class VisionDataModule(LightningDataModule):
         self.data_train, self.data_val = random_split(full_train, lengths, generator=split_rng)
         self.data_test = BatchedTensorDataset(test_images, test_labels)
 
+    def file_problem(self, path: Path) -> str | None:
+        """What is wrong with one required file (see `advlab.data.file_checks`), or None."""
+        return file_problem(path)
+
+    def _corrupt(self, detail: str) -> DatasetFilesCorruptError:
+        return DatasetFilesCorruptError(
+            f"{self.name}: {detail}. Fix: delete the damaged file(s) and run again with internet "
+            f"access (they download), or {self.fix_hint}"
+        )
+
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        for path in self.required_files():  # name the damaged file before torchvision trips on it
+            problem = self.file_problem(path)
+            if problem:
+                raise self._corrupt(f"{path.resolve()} {problem}")
+        split = "training" if train else "test"
         try:
-            dataset = self._torchvision_dataset(train=train)
-        except RuntimeError as err:  # torchvision's word for "present but corrupt"
-            raise DatasetFilesMissingError(
-                f"{self.name}: torchvision rejected the files under {self.data_dir.resolve()} "
-                f"({str(err).splitlines()[0]}); delete them and download again"
+            images, labels = self._to_tensors(self._torchvision_dataset(train=train))
+        except Exception as err:  # torchvision's parsers fail in many ways on damaged files
+            reason = (str(err).splitlines() or [""])[0][:200]
+            raise self._corrupt(
+                f"torchvision cannot read the {split} files under {self.data_dir.resolve()} "
+                f"({type(err).__name__}: {reason})"
             ) from err
-        return self._to_tensors(dataset)
+        if len(images) != len(labels):
+            raise self._corrupt(
+                f"the {split} files under {self.data_dir.resolve()} hold {len(images)} images but "
+                f"{len(labels)} labels (files from different copies?)"
+            )
+        if tuple(images.shape[1:]) != tuple(self.dims):
+            raise self._corrupt(
+                f"the {split} images are {list(images.shape[1:])}, not {list(self.dims)}"
+            )
+        return images, labels
 
     # ---- loaders ----------------------------------------------------------------------------
     def _loader(

@@ -88,7 +88,9 @@ class TrainingMethod:
         attack = self.attack(module.net)
         if self._warmup is not None and self.eps_warmup_epochs > 0:
             batches = max(module.trainer.num_training_batches, 1)
-            factor = self._warmup.update(module.current_epoch + batch_idx / batches)
+            # not batch_idx: after a mid-epoch resume it restarts at 0; the loop's count does not
+            done = module.trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
+            factor = self._warmup.update(module.current_epoch + done / batches)
             module.log("train/eps_factor", factor, on_step=True, on_epoch=False)
         return attack
 

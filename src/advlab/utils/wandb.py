@@ -5,9 +5,11 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
+import socket
 import string
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
 
@@ -49,6 +51,24 @@ def resolve_offline(mode: str) -> bool:
     return not wandb_credentials_available()
 
 
+def online_problem(timeout_s: float = 3.0) -> str | None:
+    """Why W&B cannot go online from here (no API key, server unreachable), or None.
+
+    Without this, wandb.init with a key but no network retries for about 100 s and then
+    raises; without a key it asks for one or raises. A TCP connection to the server, with a
+    timeout of a few seconds, tells the same thing quickly.
+    """
+    if not wandb_credentials_available():
+        return "no API key (set WANDB_API_KEY or run `wandb login`)"
+    url = urlparse(os.environ.get("WANDB_BASE_URL", f"https://{WANDB_HOST}"))
+    host, port = url.hostname or WANDB_HOST, url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        return f"cannot reach {host}:{port} ({err.strerror or type(err).__name__})"
+    return None
+
+
 def run_id_for(save_dir: str | Path) -> str:
     """The W&B run id of a run dir: read from `<save_dir>/wandb_run_id.txt`, created once.
 
@@ -68,7 +88,8 @@ def run_id_for(save_dir: str | Path) -> str:
 def make_wandb_logger(
     mode: str = "auto", log_model: bool | str = False, **kwargs: Any
 ) -> WandbLogger:
-    """A `WandbLogger` whose online/offline mode is resolved by `resolve_offline`.
+    """A `WandbLogger` whose online/offline mode is resolved by `resolve_offline`; online
+    without a key or without a reachable server falls back to offline with one warning.
 
     Checkpoint upload (`log_model`) needs a network: offline it is turned off with a warning
     instead of failing, and `wandb sync <run dir>/wandb/offline-run-*` uploads the run later.
@@ -78,6 +99,10 @@ def make_wandb_logger(
         kwargs["id"] = run_id_for(kwargs["save_dir"])
         kwargs.setdefault("resume", "allow")
     offline = resolve_offline(mode)
+    problem = None if offline else online_problem()
+    if problem:
+        log.warning(f"W&B cannot go online: {problem}; logging offline instead.")
+        offline = True
     if offline and log_model:
         log.warning("W&B is offline: logger.wandb.log_model ignored (checkpoints stay on disk).")
         log_model = False
