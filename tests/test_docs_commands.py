@@ -33,14 +33,14 @@ from advlab.methods import build_method
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 NOT_CHECKED = {"research-log.md"}
-PAGES = [REPO_ROOT / "README.md"] + sorted(
-    p for p in (REPO_ROOT / "docs").glob("*.md") if p.name not in NOT_CHECKED
-)
+DOCS_PAGES = sorted(p for p in (REPO_ROOT / "docs").glob("*.md") if p.name not in NOT_CHECKED)
+PAGES = [REPO_ROOT / "README.md", *DOCS_PAGES]
 FENCE = re.compile(r"^```[\w-]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 INLINE = re.compile(r"`((?:python (?:train|eval)\.py|make train ARGS=)[^`]*)`")
 COMMAND = re.compile(r"(?:^|\s)python (train|eval)\.py(?=\s|$)(.*)")
 MAKE_TRAIN = re.compile(r'make train ARGS="([^"]*)"')
 PLACEHOLDER = re.compile(r"<[^<>]*>")
+TRAILING_COMMENT = re.compile(r"\s+#\s.*$")
 #: a placeholder that stands for whole arguments, e.g. `<same overrides>`
 ARGUMENTS_PLACEHOLDER = re.compile(r"(?:^|(?<=\s))<[^<>]*>(?=\s|$)")
 #: Hydra reads `# @package` only from a file's first lines, so the path may come second
@@ -61,10 +61,11 @@ def commands_in(text: str) -> Iterator[tuple[str, str]]:
 
 
 def _commands_on(line: str) -> Iterator[tuple[str, str]]:
+    line = TRAILING_COMMENT.sub("", line)
     if match := COMMAND.search(line):
-        yield match.group(1), match.group(2)
+        yield match.group(1), match.group(2).strip()
     elif match := MAKE_TRAIN.search(line):
-        yield "train", match.group(1)
+        yield "train", match.group(1).strip()
 
 
 def overrides_of(arguments: str) -> list[str]:
@@ -95,19 +96,24 @@ def example_files(suffix: str) -> dict[str, str]:
     for page in PAGES:
         for block in fenced_blocks(page.read_text()):
             header = PATH_HEADER.match(block)
-            if header and header.group(1).endswith(suffix):
-                if not (REPO_ROOT / header.group(1)).exists():
-                    files[header.group(1)] = block
+            path = header.group(1) if header else ""
+            if path.endswith(suffix) and not (REPO_ROOT / path).exists():
+                files[path] = block
     return files
 
 
-DOCUMENTED = sorted(
-    {
-        (page.name, entry, arguments.strip())
-        for page in PAGES
-        for entry, arguments in commands_in(page.read_text())
-    }
-)
+def documented_commands() -> list[tuple[str, str, str]]:
+    """(pages, entry point, arguments) of every distinct command, with the pages quoting it."""
+    pages: dict[tuple[str, str], list[str]] = {}
+    for page in PAGES:
+        for command in commands_in(page.read_text()):
+            quoted_in = pages.setdefault(command, [])
+            if page.name not in quoted_in:
+                quoted_in.append(page.name)
+    return [(",".join(names), *command) for command, names in sorted(pages.items())]
+
+
+DOCUMENTED = documented_commands()
 
 
 @pytest.fixture(scope="module")
@@ -120,26 +126,28 @@ def example_configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def compose_command(entry: str, overrides: list[str], search: Path) -> DictConfig:
+@pytest.fixture(scope="module")
+def hydra_configs() -> Iterator[None]:
     GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose(
-                entry, overrides=[*overrides, f"hydra.searchpath=[file://{search}]"]
-            )
-    finally:
-        GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def compose_command(entry: str, overrides: list[str], search: Path) -> DictConfig:
+    return compose(entry, overrides=[*overrides, f"hydra.searchpath=[file://{search}]"])
 
 
 def test_the_docs_quote_commands_of_every_page_kind() -> None:
-    pages = {page for page, _, _ in DOCUMENTED}
+    pages = {page for quoted_in, _, _ in DOCUMENTED for page in quoted_in.split(",")}
     assert {"README.md", "training.md", "evaluation.md", "extending.md", "results.md"} <= pages
+    assert ("train", "experiment=mnist_pgd_at method=trades") in {c[1:] for c in DOCUMENTED}
     assert len(DOCUMENTED) >= 60, len(DOCUMENTED)
 
 
-@pytest.mark.parametrize(("page", "entry", "arguments"), DOCUMENTED)
+@pytest.mark.parametrize(("pages", "entry", "arguments"), DOCUMENTED)
 def test_every_documented_command_composes(
-    example_configs: Path, page: str, entry: str, arguments: str
+    hydra_configs: None, example_configs: Path, pages: str, entry: str, arguments: str
 ) -> None:
     cfg = compose_command(entry, overrides_of(arguments), example_configs)
     # the parts a run builds first must resolve too (interpolations into renamed keys fail here)
@@ -148,11 +156,13 @@ def test_every_documented_command_composes(
             OmegaConf.to_container(cfg[key], resolve=True)
 
 
-def test_a_stale_command_fails_this_test(example_configs: Path) -> None:
+def test_a_stale_command_fails_this_test(hydra_configs: None, example_configs: Path) -> None:
     with pytest.raises(Exception, match="fast_at"):
         compose_command("train", overrides_of("experiment=mnist_fast_at"), example_configs)
     with pytest.raises(Exception, match="betta"):
-        compose_command("train", overrides_of("method=trades model.method.betta=3"), example_configs)
+        compose_command(
+            "train", overrides_of("method=trades model.method.betta=3"), example_configs
+        )
 
 
 # ---- the worked examples of docs/extending.md run as written -------------------------------------
@@ -174,7 +184,10 @@ def example_modules(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModuleType]:
 
 
 def test_the_worked_examples_build_and_train(
-    example_configs: Path, example_modules: dict[str, ModuleType], tmp_path: Path
+    hydra_configs: None,
+    example_configs: Path,
+    example_modules: dict[str, ModuleType],
+    tmp_path: Path,
 ) -> None:
     cfg = compose_command(
         "train",
