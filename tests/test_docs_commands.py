@@ -214,3 +214,18 @@ def test_the_worked_examples_build_and_train(
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.1, losses
+
+
+def test_every_shipped_recipe_has_a_row_in_the_readme_and_the_results_page() -> None:
+    """A new experiment config without its command, time and numbers (or "not yet measured")."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    results = (REPO_ROOT / "docs" / "results.md").read_text()
+    recipes = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    assert len(recipes) >= 10
+    missing = [
+        name
+        for name in recipes
+        if f"python train.py experiment={name}" not in readme
+        or not re.search(rf"\b{name}\b", results)
+    ]
+    assert not missing, f"recipes without a README row or a results entry: {missing}"
