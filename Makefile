@@ -1,6 +1,7 @@
 # Everyday commands. `make train` and `make test` install what is missing first.
 #   make train ARGS="experiment=mnist_pgd_at data.data_dir=../shared/datasets"
 #   make test            fast test suite (what CI runs)
+#   make docs            build the documentation site (mkdocs build --strict)
 # The active virtualenv is used when there is one; otherwise ./.venv is created.
 
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ PY := $(PYDIR)/python
 STAMP := $(PYDIR)/.advlab-installed
 ARGS ?=
 
-.PHONY: install train test test-slow test-all lint format clean
+.PHONY: install train test test-slow test-all lint format docs clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,7 +26,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml requirements/overrides.txt
 	$(PY) -m pip install --quiet uv
 	$(PY) -m pip install "torch>=2.3" "torchvision>=0.18"
-	$(PY) -m uv pip install --python $(PY) -e ".[dev]" --override requirements/overrides.txt
+	$(PY) -m uv pip install --python $(PY) -e ".[dev,docs]" --override requirements/overrides.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -50,5 +51,9 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+# the documentation site into site/; broken links, anchors and docstrings fail the build
+docs: $(STAMP)
+	$(PYDIR)/mkdocs build --strict
+
 clean:
-	rm -rf logs .pytest_cache .ruff_cache
+	rm -rf logs site .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""The environment README sets up: torchattacks' stale requests pin must not win."""
+"""The environment `make install` sets up (docs/installation.md): torchattacks' stale requests pin
+must not win."""
 
 from __future__ import annotations
 

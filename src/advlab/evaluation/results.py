@@ -58,7 +58,7 @@ class RobustnessReport:
     notes: list[str] = field(default_factory=list)
 
     def accuracies(self, purposes: tuple[str, ...] = ("suite", "headline")) -> dict:
-        """acc[attack][eps] of the runs with one of `purposes`."""
+        """`acc[attack][eps]` of the runs with one of `purposes`."""
         table: dict[str, dict[float, float]] = {}
         for run in self.results:
             if run.purpose in purposes:

@@ -70,9 +70,9 @@ class AdvGAN(TwoPlayerModule):
     transfer classifier (`<stage>/<name>/success_rate`), which the generator never saw.
 
     Args:
-        generator, discriminator, optimizer_g, optimizer_d, image_shape, scheduler, loss,
-            d_steps_per_g_step: see `TwoPlayerModule`. G is image-to-image with unbounded output
-            (e.g. `advlab.nets.PerturbationGenerator`).
+        generator, discriminator, optimizer_g, optimizer_d: see `TwoPlayerModule`. G is
+            image-to-image with unbounded output (e.g. `advlab.nets.PerturbationGenerator`).
+        image_shape, scheduler, loss, d_steps_per_g_step: see `TwoPlayerModule`.
         target_ckpt: the classifier to fool: a `model=robust` checkpoint.
         eps: Linf budget of the perturbations, in pixels of [0, 1] images (the data's threat model).
         target_class: None for an untargeted attack, else the class every image is pushed to.

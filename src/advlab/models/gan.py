@@ -43,8 +43,9 @@ class GAN(TwoPlayerModule):
     exactly. Images go in and come out of the module in [0, 1]; the networks work in [-1, 1].
 
     Args:
-        generator, discriminator, optimizer_g, optimizer_d, image_shape, scheduler, loss,
-            d_steps_per_g_step: see `TwoPlayerModule`; G is called with `latent_dim` too.
+        generator, discriminator, optimizer_g, optimizer_d: see `TwoPlayerModule`; G is
+            called with `latent_dim` too.
+        image_shape, scheduler, loss, d_steps_per_g_step: see `TwoPlayerModule`.
         latent_dim: size of the noise vector.
         ema_decay: decay of the generator EMA used by `sample()` (0: no EMA, sample from G).
         metrics: FID/KID settings, see `METRICS_DEFAULTS` and configs/model/gan.yaml; without a
