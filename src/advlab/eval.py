@@ -24,6 +24,8 @@ from advlab.attacks.build import as_plain_dict
 from advlab.checkpoints import read_checkpoint, trust_targets
 from advlab.errors import AdvlabError, ConfigError
 from advlab.evaluation import RobustnessReport, SanitySettings, evaluate_robustness, parse_suite
+from advlab.evaluation.certification import CertifySettings
+from advlab.evaluation.certification_report import run_certification
 from advlab.evaluation.report import write_report
 from advlab.evaluation.runner import Batch
 from advlab.evaluation.suite import SuiteEntry, check_epsilon, format_eps, make_entry
@@ -171,6 +173,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     trust_targets(cfg.get("trusted_targets"))
     entries, eps, settings = suite_entries(cfg)
+    smoothing = CertifySettings.from_config(cfg.get("certify"))  # None: certify.sigma is null
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     device = pick_device(str(cfg.get("device", "auto")))
     L.seed_everything(cfg.get("seed", 12345), workers=True, verbose=False)
@@ -181,6 +184,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if smoothing is not None and smoothing.only:  # randomized smoothing alone, no attack suite
+        meta = {"checkpoint": str(Path(ckpt_path).resolve()), "data": cfg.data._target_,
+                "device": str(device), "versions": _versions()}  # fmt: skip
+        return run_certification(
+            smoothing, model, batches, Path(cfg.paths.output_dir), loggers, meta
+        )
 
     log.info(
         f"Evaluating {ckpt_path} on {sum(len(y) for _, y in batches)} test images ({device}): "
@@ -213,7 +222,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     files = write_report(report, out_dir, meta, norm=entries[-1].norm)
     _log_report(loggers, report, files, out_dir)
     _print_summary(report, files)
-    return {**meta, **report.as_dict(), "files": {k: str(v) for k, v in files.items()}}
+    result = {**meta, **report.as_dict(), "files": {k: str(v) for k, v in files.items()}}
+    if smoothing is not None:  # randomized smoothing: its own section of the same report
+        result["certification"] = run_certification(
+            smoothing, model, batches, out_dir, loggers, meta
+        )
+    return result
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
