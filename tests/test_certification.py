@@ -20,10 +20,16 @@ from advlab.defences import radius_cap
 from advlab.errors import ConfigError
 from advlab.eval import run
 from advlab.evaluation.certification import CertificationResult, CertifySettings
-from advlab.train import train
+from advlab.train import close_loggers, train
 from tests.builders import make_classifier
 from tests.conftest import shrink_for_cpu
 
+# the attack suite cut to a few steps, for the run that certifies beside it
+TINY_SUITE = (
+    "attack=autoattack_fast", "attack.steps=2", "suite.attacks.pgd.attack.steps=2",
+    "suite.attacks.square.attack.n_queries=10", "suite.eps_multiples=[0.0,1.0]",
+    "sanity.steps_factor=2",
+)  # fmt: skip
 CERTIFY = ("certify.sigma=0.25", "certify.n=40", "certify.n0=8", "certify.batch=64",
            "certify.only=true", "num_samples=6", "batch_size=4", "extras.print_config=false")  # fmt: skip
 
@@ -98,11 +104,16 @@ def test_the_callback_needs_a_sigma_from_itself_or_the_method() -> None:
 
 
 def test_eval_certifies_and_reports_numbers_that_follow_from_the_certificates(
-    compose_eval, smoothed_run, tmp_path: Path
+    compose_eval, smoothed_run, tmp_path: Path, monkeypatch
 ) -> None:
     ckpt, _ = smoothed_run
-    result = run(compose_eval(f"ckpt_path={ckpt}", "certify.attack.radii=[0.5]",
-                              "certify.attack.steps=2", "certify.attack.n=20"))  # fmt: skip
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = (f"ckpt_path={ckpt}", "logger=wandb", "certify.attack.radii=[0.5]",
+                 "certify.attack.steps=2", "certify.attack.n=20")  # fmt: skip
+    try:
+        result = run(compose_eval(*overrides))
+    finally:
+        close_loggers()
     report = json.loads((tmp_path / "report.json").read_text())["certification"]
     assert report["radius_cap"] == pytest.approx(radius_cap(40, 0.001, 0.25))
     assert report["num_samples"] == 6 and result["num_samples"] == 6
@@ -119,15 +130,25 @@ def test_eval_certifies_and_reports_numbers_that_follow_from_the_certificates(
     assert set(report["attack"]["accuracy"]) == {"0.5"}
     markdown = (tmp_path / "report.md").read_text()
     assert "radius cap: **" in markdown and "| 0.5 |" in markdown
-    assert (tmp_path / "certified_accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "certified_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert list(wandb_run.glob("files/media/images/certify/curve*.png"))
+    assert (wandb_run / "files" / "certificates.tsv").exists()
 
 
-def test_certification_is_the_same_for_the_same_seed(compose_eval, smoothed_run) -> None:
+def test_certification_joins_the_attack_report_and_repeats_under_its_seed(
+    compose_eval, smoothed_run, tmp_path: Path
+) -> None:
     ckpt, _ = smoothed_run
-    first = run(compose_eval(f"ckpt_path={ckpt}", "certify.seed=3"))
-    again = run(compose_eval(f"ckpt_path={ckpt}", "certify.seed=3"))
+    alone = run(compose_eval(f"ckpt_path={ckpt}", "certify.seed=3"))
+    joined = run(compose_eval(f"ckpt_path={ckpt}", "certify.seed=3", "certify.only=false",
+                              *TINY_SUITE))  # fmt: skip
     keys = ("certified_accuracy", "abstain_rate", "average_certified_radius")
-    assert [first[k] for k in keys] == [again[k] for k in keys]
+    assert [alone[k] for k in keys] == [joined["certification"][k] for k in keys]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {"headline", "sanity_checks", "certification"} <= set(report)
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.index("## Sanity checks") < markdown.index("## Certified robustness")
 
 
 @pytest.mark.parametrize(

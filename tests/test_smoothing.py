@@ -144,7 +144,7 @@ def test_certification_is_deterministic_under_a_seed_and_leaves_global_rng_alone
 def test_certify_works_for_cifar10_shapes_and_restores_training_mode() -> None:
     torch.manual_seed(0)
     net = PreActResNet18(num_classes=10, width=16).train()
-    smoothed = SmoothedClassifier(net, 10, sigma=0.25, n=8, n0=2, batch=8)
+    smoothed = SmoothedClassifier(net, 10, sigma=0.25, n=16, n0=2, batch=16)
     found = smoothed.certify(images(2, (3, 32, 32)))
     assert found.prediction.shape == found.radius.shape == (2,)
     assert ((found.prediction >= ABSTAIN) & (found.prediction < 10)).all()
@@ -162,6 +162,7 @@ def test_certify_works_for_cifar10_shapes_and_restores_training_mode() -> None:
         ({"alpha": 1.0}, r"^smoothing.alpha must be in \(0, 1\)"),
         ({"batch": 0}, r"^smoothing.batch must be an integer >= 1, got 0"),
         ({"n": 2.5}, r"^smoothing.n must be an integer >= 1, got 2.5"),
+        ({"n": 9, "n0": 9}, r"^smoothing.n=9 is too small to certify anything at alpha=0.001"),
     ],
 )
 def test_bad_knobs_are_one_line_errors(knobs: dict, message: str) -> None:
@@ -169,6 +170,12 @@ def test_bad_knobs_are_one_line_errors(knobs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         SmoothedClassifier(Constant(), 10, **settings)
     assert "\n" not in str(caught.value)
+
+
+def test_a_base_with_other_than_num_classes_logits_is_refused() -> None:
+    smoothed = SmoothedClassifier(Constant(3, num_classes=12), 10, sigma=0.25, n=10, n0=2)
+    with pytest.raises(ConfigError, match=r"^smoothing: the base classifier returns 12 logits, no"):
+        smoothed.certify(images(1))
 
 
 # ---- EOT-PGD on the smoothed classifier -------------------------------------------------------

@@ -75,6 +75,11 @@ def check_smoothing(
         )
     if not (number(alpha) and 0 < alpha < 1):
         raise ConfigError(f"{where}.alpha must be in (0, 1) (the failure probability), got {alpha}")
+    if alpha ** (1 / n) < 0.5:  # the bound of a unanimous vote: below 1/2 nothing certifies
+        raise ConfigError(
+            f"{where}.n={n} is too small to certify anything at alpha={alpha:g}: even a "
+            f"unanimous vote bounds the top class's probability below 1/2"
+        )
 
 
 class Certificates(NamedTuple):
@@ -124,7 +129,7 @@ class SmoothedClassifier:
         self.num_classes = int(num_classes)
         self.sigma = float(sigma)
         self.n, self.n0, self.alpha, self.batch = n, n0, float(alpha), batch
-        self.seed = seed
+        self.seed, self.where = seed, where
         self.generator: torch.Generator | None = None
 
     @property
@@ -171,7 +176,13 @@ class SmoothedClassifier:
                     noise = torch.randn(
                         clean.shape, generator=generator, device=self.device, dtype=clean.dtype
                     )
-                    labels = self.base(clean + self.sigma * noise).argmax(dim=1)
+                    logits = self.base(clean + self.sigma * noise)
+                    if logits.shape[1] != self.num_classes:  # votes would land on other images
+                        raise ConfigError(
+                            f"{self.where}: the base classifier returns {logits.shape[1]} logits, "
+                            f"not num_classes={self.num_classes}"
+                        )
+                    labels = logits.argmax(dim=1)
                     votes += torch.bincount(owner * self.num_classes + labels, minlength=len(votes))
         finally:
             self.base.train(was_training)
