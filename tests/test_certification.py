@@ -28,7 +28,7 @@ from tests.conftest import shrink_for_cpu
 TINY_SUITE = (
     "attack=autoattack_fast", "attack.steps=2", "suite.attacks.pgd.attack.steps=2",
     "suite.attacks.square.attack.n_queries=10", "suite.eps_multiples=[0.0,1.0]",
-    "sanity.steps_factor=2",
+    "sanity.steps_factor=2", "fail_on_suspect=false",  # a one-epoch model is not robust
 )  # fmt: skip
 CERTIFY = ("certify.sigma=0.25", "certify.n=40", "certify.n0=8", "certify.batch=64",
            "certify.only=true", "num_samples=6", "batch_size=4", "extras.print_config=false")  # fmt: skip
@@ -90,7 +90,7 @@ def test_training_logs_approximate_certified_accuracy_with_its_cap(smoothed_run)
     assert metrics["cert_approx/acc_r0.75"] == 0  # above the cap of n = 50
     assert metrics["cert_approx/radius_cap"] == pytest.approx(radius_cap(50, 0.001, 0.25))
     assert 0 <= metrics["cert_approx/acr"] <= metrics["cert_approx/radius_cap"]
-    assert "val/robust_acc" not in metrics  # no Linf attack on a smoothing recipe
+    assert not [k for k in metrics if "robust_acc" in k]  # no Linf attack on a smoothing recipe
 
 
 def test_the_callback_needs_a_sigma_from_itself_or_the_method() -> None:
@@ -148,7 +148,7 @@ def test_certification_joins_the_attack_report_and_repeats_under_its_seed(
     report = json.loads((tmp_path / "report.json").read_text())
     assert {"headline", "sanity_checks", "certification"} <= set(report)
     markdown = (tmp_path / "report.md").read_text()
-    assert markdown.index("## Sanity checks") < markdown.index("## Certified robustness")
+    assert markdown.index("## Checks") < markdown.index("## Certified robustness")
 
 
 @pytest.mark.parametrize(

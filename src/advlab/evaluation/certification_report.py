@@ -110,8 +110,8 @@ def write_certification(
     if md_path.is_file():
         text = md_path.read_text() + "\n"
     else:
-        text = f"# Certification report: {meta.get('checkpoint', '')}\n\n"
-        text += "".join(f"- {k}: {v}\n" for k, v in meta.items() if k != "checkpoint") + "\n"
+        text = f"# Certification report: {meta.get('model', '')}\n\n"
+        text += "".join(f"- {k}: {v}\n" for k, v in meta.items() if k != "model") + "\n"
     md_path.write_text(text + markdown(result))
     return {
         "json": json_path,
