@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 from advlab.errors import ConfigError
 from advlab.evaluation.suite import parse_suite
@@ -30,8 +31,11 @@ def _budgets(node, at: str = "") -> dict[str, float]:
 def _compose(config: str, *overrides: str) -> dict:
     GlobalHydra.instance().clear()
     with initialize(version_base="1.3", config_path="../configs"):
-        cfg = compose(config, overrides=list(overrides))
+        cfg = compose(config, overrides=list(overrides), return_hydra_config=True)
     GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)  # run dirs resolve as they would in a run
+    with open_dict(cfg):
+        del cfg["hydra"]
     return OmegaConf.to_container(cfg, resolve=True)
 
 

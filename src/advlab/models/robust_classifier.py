@@ -2,46 +2,24 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
 from typing import Any
 
 import hydra
 import torch
 from lightning.pytorch import LightningModule
-from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks import attack_name, attack_norm, build_attack, check_within_budget
-from advlab.attacks.build import as_plain_dict, validate_attack_config
+from advlab.attacks.build import validate_attack_config
 from advlab.checkpoints import CLASSIFIER_HPARAMS, SafeCheckpointLoading
 from advlab.errors import ConfigError
 from advlab.methods import build_method
+from advlab.models.schedules import build_scheduler
+from advlab.nets.build import ConfigLike, build_net, num_classes_of, plain_config
 
-ConfigLike = Mapping[str, Any] | DictConfig | None
 EVAL_STAGES = ("val", "test")
-
-
-def _plain(cfg: ConfigLike) -> dict[str, Any] | None:
-    """What goes into the checkpoint, so reloading needs no Hydra state."""
-    return None if cfg is None else as_plain_dict(cfg)
-
-
-def build_net(cfg: ConfigLike) -> nn.Module:
-    """The network of `model.net`; a constructor's complaint becomes one line."""
-    cfg = _plain(cfg)
-    if not cfg or "_target_" not in cfg:
-        raise ConfigError("model.net needs a _target_ (e.g. advlab.nets.SmallCNN)")
-    try:
-        return hydra.utils.instantiate(cfg)
-    except Exception as err:  # Hydra wraps the constructor's error; its last cause says why
-        cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        reason = " ".join(str(cause).split())[:200]
-        raise ConfigError(f"model.net: cannot build {cfg['_target_']}: {reason}") from None
 
 
 class RobustClassifier(SafeCheckpointLoading, LightningModule):
@@ -99,12 +77,12 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
         self.method = build_method(method)
         self.save_hyperparameters(
             {
-                "net": _plain(net),
-                "method": _plain(method),
-                "optimizer": _plain(optimizer),
-                "val_attack": _plain(val_attack),
-                "test_attack": _plain(test_attack),
-                "scheduler": _plain(scheduler),
+                "net": plain_config(net),
+                "method": plain_config(method),
+                "optimizer": plain_config(optimizer),
+                "val_attack": plain_config(val_attack),
+                "test_attack": plain_config(test_attack),
+                "scheduler": plain_config(scheduler),
                 "scheduler_interval": scheduler_interval,
                 "val_robust_batches": val_robust_batches,
                 "channels_last": channels_last,
@@ -115,7 +93,7 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
         self.automatic_optimization = not self.method.manual_optimization
         self._attacks: dict[str, Any] = {}
 
-        num_classes = getattr(self.net, "num_classes", None) or self._infer_num_classes()
+        num_classes = num_classes_of(self.net)
         # no per-step input checks in the hot loop (labels come from the DataModule)
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -125,12 +103,6 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
         self.val_robust_acc_best = MaxMetric()
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_robust_acc = MulticlassAccuracy(num_classes, average="micro")
-
-    def _infer_num_classes(self) -> int:
-        last_linear = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
-        if not last_linear:
-            raise ConfigError("cannot tell the number of classes of model.net (no nn.Linear layer)")
-        return last_linear[-1].out_features
 
     def configure_model(self) -> None:
         """Speed knobs, applied once on the training device; neither changes the math."""
@@ -248,14 +220,9 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
         optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params=self.parameters())
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
-        make_scheduler = hydra.utils.instantiate(self.hparams.scheduler)
-        extra = {}
-        func = getattr(make_scheduler, "func", make_scheduler)
-        keywords = getattr(make_scheduler, "keywords", {})
-        if "total_steps" in inspect.signature(func).parameters and "total_steps" not in keywords:
-            batches = int(self.trainer.estimated_stepping_batches)
-            extra["total_steps"] = self.method.optimizer_steps(batches, self.trainer.max_steps)
-        scheduler = make_scheduler(optimizer=optimizer, **extra)
+        batches = int(self.trainer.estimated_stepping_batches)
+        steps = self.method.optimizer_steps(batches, self.trainer.max_steps)
+        scheduler = build_scheduler(self.hparams.scheduler, optimizer, steps)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},

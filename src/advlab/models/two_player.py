@@ -9,7 +9,6 @@ evaluated.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from advlab.models.gan_step import (
     generator_loss,
     refuse_non_finite_weights,
 )
+from advlab.models.schedules import build_scheduler
 
 ConfigLike = Mapping[str, Any] | DictConfig | None
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -284,11 +284,8 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
             return optimizers
         batches = int(self.trainer.estimated_stepping_batches)
         steps = (max(1, batches // self.hparams.d_steps_per_g_step), batches)
-        make = hydra.utils.instantiate(self.hparams.scheduler)
-        func, keywords = getattr(make, "func", make), getattr(make, "keywords", {})
-        fill = "total_iters" in inspect.signature(func).parameters and "total_iters" not in keywords
         schedulers = [
-            make(optimizer=opt, **({"total_iters": n} if fill else {}))
+            build_scheduler(self.hparams.scheduler, opt, n)
             for opt, n in zip(optimizers, steps, strict=True)
         ]
         return optimizers, schedulers
