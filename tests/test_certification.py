@@ -19,7 +19,13 @@ from advlab.callbacks import ApproximateCertifiedAccuracy
 from advlab.defences import radius_cap
 from advlab.errors import ConfigError
 from advlab.eval import run
-from advlab.evaluation.certification import CertificationResult, CertifySettings
+from advlab.evaluation.certification import (
+    AttackSettings,
+    CertificationResult,
+    CertifySettings,
+    certify_batches,
+)
+from advlab.evaluation.certification_report import markdown
 from advlab.train import close_loggers, train
 from tests.builders import make_classifier
 from tests.conftest import shrink_for_cpu
@@ -188,3 +194,34 @@ def test_certified_accuracy_counts_only_right_answers_at_or_above_the_radius() -
     assert result.abstain_rate == 0.25
     assert result.average_certified_radius == pytest.approx((0.8 + 0.2) / 4)
     assert CertifySettings.from_config({"sigma": None}) is None
+
+
+class InterruptedAfter(torch.nn.Module):
+    """Votes for class 3 and raises KeyboardInterrupt (Ctrl-C) at forward pass `calls` + 1."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.calls = calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calls == 0:
+            raise KeyboardInterrupt
+        self.calls -= 1
+        return torch.nn.functional.one_hot(torch.full((len(x),), 3), 10).float() + 0 * self.weight
+
+
+def test_ctrl_c_keeps_the_images_certified_so_far() -> None:
+    settings = CertifySettings(sigma=0.25, n=40, n0=8, batch=64, attack=AttackSettings((0.5,)))
+    x, y = torch.rand(6, 1, 28, 28), torch.full((6,), 3)
+    # one logits call for num_classes, then 2 per image (n0 draws, n draws): stop in image 3
+    result = certify_batches(
+        InterruptedAfter(1 + 2 * 2), [(x[:4], y[:4]), (x[4:], y[4:])], settings
+    )
+    assert (result.num_samples, result.requested, result.stopped_early) == (2, 6, True)
+    assert result.radius.tolist() == pytest.approx([radius_cap(40, 0.001, 0.25)] * 2)
+    assert result.certified_accuracy(0.0) == 1.0 and result.empirical == {}  # no attack
+    assert result.as_dict()["requested_samples"] == 6
+    assert "the first 2 of 6 images" in markdown(result)
+    with pytest.raises(KeyboardInterrupt):  # nothing certified: nothing to report
+        certify_batches(InterruptedAfter(1), [(x, y)], settings)

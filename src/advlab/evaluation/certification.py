@@ -125,6 +125,11 @@ class CertificationResult:
     p_lower: torch.Tensor
     seconds: torch.Tensor  # per image
     empirical: dict[float, float] = field(default_factory=dict)  # radius -> accuracy under attack
+    requested: int | None = None  # images asked for, when interrupted before the last one
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.requested is not None and self.requested > self.num_samples
 
     @property
     def num_samples(self) -> int:
@@ -156,6 +161,7 @@ class CertificationResult:
         return {
             "sigma": s.sigma, "n": s.n, "n0": s.n0, "alpha": s.alpha, "seed": s.seed,
             "num_samples": self.num_samples,
+            "requested_samples": self.requested or self.num_samples,
             "radius_cap": s.radius_cap,
             "certified_accuracy": {f"{r:g}": self.certified_accuracy(r) for r in s.radii},
             "abstain_rate": self.abstain_rate,
@@ -177,27 +183,39 @@ def certify_batches(
     settings: CertifySettings,
     progress: Progress | None = None,
 ) -> CertificationResult:
-    """CERTIFY every image of `batches`, in groups that fill about one noise batch each."""
+    """CERTIFY every image of `batches`, in groups that fill about one noise batch each.
+
+    Ctrl-C (KeyboardInterrupt) stops a long run after the last finished group and returns the
+    certificates so far (`stopped_early`; no attack then): hours of work are not lost.
+    """
     smoothed = settings.smoothed(model, num_logits(model, batches))
     images = torch.cat([x for x, _ in batches])
     labels = torch.cat([y for _, y in batches]).cpu()
     group = max(1, settings.batch // settings.n)
     parts: list[tuple[torch.Tensor, ...]] = []
-    for start in range(0, len(images), group):
-        begun = time.perf_counter()
-        found = smoothed.certify(images[start : start + group])
-        took = (time.perf_counter() - begun) / len(found.prediction)
-        parts.append((*found, torch.full((len(found.prediction),), took, dtype=torch.float64)))
-        if progress is not None:
-            done = start + len(found.prediction)
-            correct = (torch.cat([p[0] for p in parts]) == labels[:done]).double().mean()
-            progress(f"certify sigma {settings.sigma:g}: {100 * correct:.1f}% right", done,
-                     len(images))  # fmt: skip
+    try:
+        for start in range(0, len(images), group):
+            begun = time.perf_counter()
+            found = smoothed.certify(images[start : start + group])
+            took = (time.perf_counter() - begun) / len(found.prediction)
+            parts.append((*found, torch.full((len(found.prediction),), took, dtype=torch.float64)))
+            if progress is not None:
+                done = start + len(found.prediction)
+                correct = (torch.cat([p[0] for p in parts]) == labels[:done]).double().mean()
+                progress(f"certify sigma {settings.sigma:g}: {100 * correct:.1f}% right", done,
+                         len(images))  # fmt: skip
+    except KeyboardInterrupt:
+        if not parts:
+            raise
     prediction, radius, p_lower, seconds = (
         torch.cat(column) for column in zip(*parts, strict=True)
     )
-    result = CertificationResult(settings, labels, prediction, radius, p_lower, seconds)
-    result.empirical = attack_smoothed(model, batches, settings, progress)
+    done = len(prediction)
+    result = CertificationResult(settings, labels[:done], prediction, radius, p_lower, seconds)
+    if done < len(images):
+        result.requested = len(images)
+    else:
+        result.empirical = attack_smoothed(model, batches, settings, progress)
     return result
 
 

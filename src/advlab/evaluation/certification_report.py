@@ -36,6 +36,9 @@ def markdown(result: CertificationResult) -> str:
     """Certified accuracy per radius, the EOT-PGD accuracy beside it, and the run's settings."""
     s = result.settings
     lines = [f"## Certified robustness: randomized smoothing, sigma {s.sigma:g}", ""]
+    if result.stopped_early:
+        lines += [f"**Stopped early (interrupted): the first {result.num_samples} of "
+                  f"{result.requested} images; no attack.**", ""]  # fmt: skip
     lines += [
         f"- Cohen et al.'s CERTIFY on {result.num_samples} test images: n0 = {s.n0}, "
         f"n = {s.n}, alpha = {s.alpha:g}, seed {s.seed}",
@@ -178,6 +181,8 @@ def run_certification(
                 log.info(f"[{done}/{of} images] {label}")
 
         result = certify_batches(model, batches, settings, progress=show)
+    if result.stopped_early:
+        log.warning(f"interrupted: reporting the first {result.num_samples} of {total} images")
     files = write_certification(result, out_dir, meta)
     log_certification(loggers, result, files, out_dir)
     summary = ", ".join(f"{_pct(result.certified_accuracy(r))}% at {r:g}" for r in settings.radii)
