@@ -22,6 +22,8 @@ METHODS = {
     "trades": {"_target_": "advlab.methods.TRADES", "attack": TPGD},
     "mart": {"_target_": "advlab.methods.MART", "attack": PGD},
     "free": {"_target_": "advlab.methods.FreeAT", "attack": FREE, "replays": 4},
+    "gaussian": {"_target_": "advlab.methods.Gaussian", "sigma": 0.25},
+    "consistency": {"_target_": "advlab.methods.Consistency", "sigma": 0.25},
 }
 
 

@@ -29,8 +29,11 @@ def test_config_groups_have_the_documented_options() -> None:
     assert set(config_options("experiment")) >= {
         "mnist_clean", "mnist_pgd_at", "mnist_free_at", "mnist_trades", "mnist_fgsm_rs",
         "cifar10_pgd_at", "cifar10_fgsm_rs", "cifar10_trades", "mnist_dcgan", "cifar10_dcgan",
+        "mnist_smooth", "cifar10_smooth",
     }  # fmt: skip
-    assert config_options("method") == ["clean", "fgsm_rs", "free", "mart", "pgd", "trades"]
+    assert config_options("method") == [
+        "clean", "consistency", "fgsm_rs", "free", "gaussian", "mart", "pgd", "trades",
+    ]  # fmt: skip
     assert config_options("suite") == ["advgan", "default", "epoch"]
 
 
@@ -148,6 +151,16 @@ EXPECTED_CALLBACKS = {
         "RandomStateCheckpoint",
     },
     "last_checkpoint": {"ModelCheckpoint"},
+    "certified_accuracy": {"ApproximateCertifiedAccuracy"},
+    "smoothing": {
+        "ModelCheckpoint",
+        "RichProgressBar",
+        "LearningRateMonitor",
+        "RichModelSummary",
+        "ApproximateCertifiedAccuracy",
+        "CheckpointOnSigterm",
+        "RandomStateCheckpoint",
+    },
     "none": set(),
     "model_checkpoint": {"ModelCheckpoint"},
     "rich_progress_bar": {"RichProgressBar"},
@@ -184,9 +197,17 @@ def test_experiment_options_instantiate(compose_train, option: str) -> None:
     model = hydra.utils.instantiate(cfg.model)
     datamodule = hydra.utils.instantiate(cfg.data)
     assert model(torch.rand(2, *datamodule.dims)).shape == (2, 10)
-    # an experiment's name says its method
-    expected = {"clean": "Clean", "pgd_at": "PGDAT", "free_at": "FreeAT", "fgsm_rs": "FGSMRS",
-                "trades": "TRADES"}[option.split("_", 1)[1]]  # fmt: skip
+    # an experiment's name says its method (smoothing: the paper each recipe reproduces)
+    expected = {
+        "clean": "Clean",
+        "pgd_at": "PGDAT",
+        "free_at": "FreeAT",
+        "fgsm_rs": "FGSMRS",
+        "trades": "TRADES",
+        "mnist_smooth": "Consistency",
+        "cifar10_smooth": "Gaussian",
+    }
+    expected = expected.get(option) or expected[option.split("_", 1)[1]]  # fmt: skip
     assert type(model.method).__name__ == expected
 
 

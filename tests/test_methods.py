@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from advlab.errors import ConfigError
-from advlab.methods import MART, TRADES, build_method
+from advlab.methods import MART, TRADES, Consistency, Gaussian, build_method
+from advlab.methods.consistency import consistency_loss
 from advlab.methods.fgsm_rs import local_linearity_error
 from advlab.methods.mart import mart_loss
 from advlab.nets import SmallCNN
@@ -19,7 +20,7 @@ from tests.builders import FFGSM, PGD, TPGD, fixed_batch, make_classifier, metho
 from tests.conftest import config_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-AUTOMATIC = ["clean", "pgd", "fgsm_rs", "trades", "mart"]
+AUTOMATIC = ["clean", "pgd", "fgsm_rs", "trades", "mart", "gaussian", "consistency"]
 
 
 def adversarial_loss(model, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -206,3 +207,71 @@ def test_fgsm_rs_adds_the_weighted_penalty_on_the_first_images(monkeypatch) -> N
     plain = F.cross_entropy(model(model.method.attack(model.net)(x, y)), y)
     assert loss.item() == pytest.approx(plain.item() + 10.0 * 0.5, rel=1e-6)
     assert seen == {"eps": 0.3, "fraction": 0.25, "n": 16}
+
+
+# ---- noise training for randomized smoothing --------------------------------------------------
+def _consistency_as_the_authors_wrote_it(chunks, lbd, eta):
+    """Jeong & Shin's released consistency_loss (loss='default'), on a list of logit chunks."""
+    softmax = [F.softmax(logit, dim=1) for logit in chunks]
+    avg = sum(softmax) / len(softmax)
+    kl = [F.kl_div(F.log_softmax(logit, dim=1), avg, reduction="none").sum(1) for logit in chunks]
+    entropy = (-avg * torch.log(avg.clamp(min=1e-20))).sum(1)
+    return (lbd * sum(kl) / len(kl) + eta * entropy).mean()
+
+
+@pytest.mark.parametrize(("draws", "lbd", "eta"), [(2, 20.0, 0.5), (4, 5.0, 0.0)])
+def test_consistency_loss_matches_the_authors_code(draws: int, lbd: float, eta: float) -> None:
+    logits = 4 * torch.randn(draws * 16, 10, generator=torch.Generator().manual_seed(0))
+    expected = _consistency_as_the_authors_wrote_it(logits.chunk(draws), lbd, eta)
+    assert consistency_loss(logits, draws, lbd, eta).item() == pytest.approx(expected.item(), 1e-6)
+
+
+def test_consistency_trains_on_noisy_copies_with_cross_entropy_plus_the_regularizer() -> None:
+    torch.manual_seed(0)
+    net = SmallCNN(channels=(8, 16), hidden=32)
+    x, y = fixed_batch(8)
+    method = Consistency(sigma=0.5, noise_draws=3, lbd=10.0, eta=0.5)
+    torch.manual_seed(7)
+    loss, logits = method.loss(net, None, x, y)
+    torch.manual_seed(7)  # the same noise: one draw per copy, copy-major
+    copies = torch.cat([x] * 3)
+    expected_logits = net(copies + 0.5 * torch.randn_like(copies))
+    expected = F.cross_entropy(expected_logits, y.repeat(3)) + consistency_loss(
+        expected_logits, 3, 10.0, 0.5
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(logits, expected_logits[:8])
+
+
+def test_gaussian_is_cross_entropy_under_noise_of_its_sigma() -> None:
+    torch.manual_seed(0)
+    net = SmallCNN(channels=(8, 16), hidden=32)
+    x, y = fixed_batch(8)
+    torch.manual_seed(3)
+    loss, logits = Gaussian(sigma=0.25).loss(net, None, x, y)
+    torch.manual_seed(3)
+    noisy = net(x + 0.25 * torch.randn_like(x))
+    assert loss.item() == pytest.approx(F.cross_entropy(noisy, y).item(), rel=1e-6)
+    assert torch.equal(logits, noisy)
+    assert not torch.allclose(logits, net(x))
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        (method("gaussian", sigma=0.0), r"^model.method.sigma must be > 0 .*got 0.0$"),
+        (method("gaussian", sigma=-1), r"^model.method.sigma must be > 0"),
+        (method("consistency", sigma="big"), r"^model.method.sigma must be a number > 0"),
+        (
+            method("consistency", noise_draws=1),
+            r"^model.method.noise_draws must be an integer >= 2",
+        ),
+        (method("consistency", lbd=-1.0), r"^model.method.lbd must be >= 0, got -1.0"),
+        (method("consistency", eta=float("nan")), r"^model.method.eta must be >= 0, got nan"),
+        (method("gaussian", attack=PGD), r"has no knob attack"),
+        ({"_target_": "advlab.methods.Gaussian"}, r"\(Gaussian\) needs sigma: set model.method"),
+    ],
+)
+def test_bad_noise_training_knobs_are_one_line_errors(cfg: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_method(cfg)

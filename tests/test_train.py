@@ -32,6 +32,10 @@ def test_fast_dev_run_of_every_experiment(compose_train, experiment: str) -> Non
     cfg = compose_train(f"experiment={experiment}", "logger=none", "trainer.fast_dev_run=true")
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
+    if cfg.model.test_attack is None:  # randomized smoothing: certified, not attacked
+        assert not [k for k in metrics if "robust_acc" in k]
+        assert 0.0 <= metrics["cert_approx/acc_r0"] <= 1.0
+        return
     (robust,) = [k for k in metrics if k.startswith("test/robust_acc_")]  # named by its attack
     assert robust == "test/robust_acc_aa_fast"
     assert 0.0 <= metrics[robust] <= metrics["test/acc"] + 1e-6

@@ -30,6 +30,8 @@ from advlab.checkpoints import trust_targets
 from advlab.errors import AdvlabError, ConfigError
 from advlab.eval_output import log_report, package_versions, print_summary
 from advlab.evaluation import SanitySettings, evaluate_robustness, parse_suite
+from advlab.evaluation.certification import CertifySettings
+from advlab.evaluation.certification_report import run_certification
 from advlab.evaluation.report import write_report
 from advlab.evaluation.runner import Batch
 from advlab.evaluation.suite import SuiteEntry, check_epsilon, format_eps, make_entry
@@ -112,6 +114,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     check_one_source(cfg)
     entries, eps, settings = suite_entries(cfg)
+    smoothing = CertifySettings.from_config(cfg.get("certify"))  # None: certify.sigma is null
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     device = pick_device(str(cfg.get("device", "auto")))
     L.seed_everything(cfg.get("seed", 12345), workers=True, verbose=False)
@@ -122,6 +125,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if smoothing is not None and smoothing.only:  # randomized smoothing alone, no attack suite
+        meta = {"model": described, "data": cfg.data._target_, "split": "test",
+                "device": str(device), "versions": package_versions()}  # fmt: skip
+        return run_certification(
+            smoothing, model, batches, Path(cfg.paths.output_dir), loggers, meta
+        )
 
     log.info(
         f"Evaluating {described} on {sum(len(y) for _, y in batches)} test images ({device}): "
@@ -154,7 +163,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     files = write_report(report, out_dir, meta, norm=entries[-1].norm)
     log_report(loggers, report, files, out_dir)
     print_summary(report, files)
-    return {**meta, **report.as_dict(), "files": {k: str(v) for k, v in files.items()}}
+    result = {**meta, **report.as_dict(), "files": {k: str(v) for k, v in files.items()}}
+    if smoothing is not None:  # randomized smoothing: its own section of the same report
+        result["certification"] = run_certification(
+            smoothing, model, batches, out_dir, loggers, meta
+        )
+    return result
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -169,6 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(2) from None
     finally:
         close_loggers()
-    if cfg.get("fail_on_suspect", True) and result["verdict"] != "TRUSTWORTHY":
+    suspect = result.get("verdict", "TRUSTWORTHY") != "TRUSTWORTHY"  # certify.only: no verdict
+    if cfg.get("fail_on_suspect", True) and suspect:
         raise SystemExit(SUSPECT_EXIT)
     return result
