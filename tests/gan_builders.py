@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from advlab.models import GAN, RobustClassifier
 
@@ -48,3 +49,17 @@ def save_classifier(net: dict, path: Path) -> Path:
         net=net, method={"_target_": "advlab.methods.Clean"}, optimizer=ADAM
     )
     return save_module(classifier, path)
+
+
+class SaveFirstTrainingBatch(Callback):
+    """Saves each process's first training batch as `<dirpath>/rank<r>.pt`, as the model sees it
+    (after the DataModule's device-side transform): what a DDP test compares across ranks."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
+                             batch_idx: int) -> None:  # fmt: skip
+        if batch_idx == 0:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            torch.save([t.cpu() for t in batch], self.dirpath / f"rank{trainer.global_rank}.pt")

@@ -78,7 +78,7 @@ class GeneratedData:
 
     Args:
         ckpt: a `model=gan` or `model=cgan` checkpoint; its EMA generator draws in eval mode.
-        fraction: share of every training batch that is generated, in [0, 1).
+        fraction: share of every training batch that is generated, in (0, 1).
         labeler_ckpt: a `model=robust` checkpoint whose predictions label the samples of an
             unconditional generator (pseudo-labels); for a conditional one it only filters.
         min_confidence: with a labeler, keep only samples to which it gives at least this
@@ -89,14 +89,22 @@ class GeneratedData:
     def __init__(
         self,
         ckpt: str | None,
-        fraction: float = 0.7,
+        fraction: float = 0.0,
         labeler_ckpt: str | None = None,
         min_confidence: float = 0.0,
         image_shape: Sequence[int] | None = None,
         num_classes: int | None = None,
     ) -> None:
-        if not 0.0 <= fraction < 1.0:
-            raise ConfigError(f"{WHERE}.fraction={fraction} must be in [0, 1): the generated share")
+        if not 0.0 < fraction < 1.0:
+            raise ConfigError(
+                f"{WHERE}.fraction={fraction} must be in (0, 1): the share of every training "
+                f"batch drawn from {WHERE}.ckpt{'' if ckpt else ' (a GAN checkpoint)'}"
+            )
+        if not ckpt:
+            raise ConfigError(
+                f"{WHERE}.fraction={fraction} needs {WHERE}.ckpt=<a model=cgan checkpoint of "
+                f"the same data, or model=gan with {WHERE}.labeler_ckpt>"
+            )
         if not 0.0 <= min_confidence < 1.0:
             raise ConfigError(f"{WHERE}.min_confidence={min_confidence} must be in [0, 1)")
         if min_confidence > 0 and not labeler_ckpt:

@@ -105,7 +105,7 @@ class VisionDataModule(LightningDataModule):
             generated = OmegaConf.to_container(generated, resolve=True)
         #: draws the generated share of training batches (None: real images only)
         self.generated = None
-        if generated and generated.get("ckpt"):
+        if generated and (generated.get("ckpt") or generated.get("fraction")):
             self.generated = GeneratedData(
                 **generated, image_shape=self.dims, num_classes=self.num_classes
             )
