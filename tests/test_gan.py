@@ -371,7 +371,7 @@ def test_fast_dev_run_with_metrics(compose_train, tmp_path: Path, data: str) -> 
     assert (tmp_path / "samples" / "epoch_000.png").is_file()
 
 
-@pytest.mark.parametrize("experiment", experiment_options("gan"))
+@pytest.mark.parametrize("experiment", experiment_options("gan") + experiment_options("cgan"))
 def test_fast_dev_run_of_every_gan_experiment(compose_train, experiment: str) -> None:
     cfg = compose_train(f"experiment={experiment}", "logger=none", "trainer.fast_dev_run=true")
     assert cfg.test is False and cfg.optimized_metric == "val/fid_best"

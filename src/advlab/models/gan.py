@@ -124,9 +124,12 @@ class GAN(TwoPlayerModule):
         return self.hparams.num_classes is not None
 
     def generator_kwargs(self) -> dict[str, Any]:
-        return {"latent_dim": self.hparams.latent_dim, **self.discriminator_kwargs()}
+        return {"latent_dim": self.hparams.latent_dim, **self._classes_kwargs()}
 
     def discriminator_kwargs(self) -> dict[str, Any]:
+        return self._classes_kwargs()
+
+    def _classes_kwargs(self) -> dict[str, Any]:
         # unconditional networks are built as before: a network of one's own needs no new argument
         return {"num_classes": self.hparams.num_classes} if self.conditional else {}
 
