@@ -133,3 +133,33 @@ def experiment_options(model: str) -> list[str]:
         for name in config_options("experiment")
         if pattern.search((CONFIG_DIR / "experiment" / f"{name}.yaml").read_text())
     ]
+
+
+# every attack of the eval suite cut to a few steps: the pipeline, not the numbers, is tested
+TINY_EVAL = (
+    "num_samples=12", "batch_size=8", "attack=autoattack_fast", "attack.steps=2",
+    "suite.attacks.pgd.attack.steps=2", "suite.attacks.square.attack.n_queries=10",
+    "suite.eps_multiples=[0.0,0.5,1.0]", "sanity.steps_factor=2", "extras.print_config=false",
+)  # fmt: skip
+
+
+@pytest.fixture
+def compose_eval(tmp_path: Path, mnist_dir: Path) -> Iterator[Callable[..., DictConfig]]:
+    """compose_eval("ckpt_path=...", ...) -> an eval config writing into tmp_path."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize(version_base="1.3", config_path="../configs"):
+            cfg = compose("eval", overrides=[*TINY_EVAL, *overrides], return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+            cfg.paths.log_dir = str(tmp_path)
+            cfg.data.data_dir = str(mnist_dir)
+            cfg.data.download = False
+            cfg.data.val_size = 16  # the tiny files hold 96 training images
+            del cfg.hydra
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

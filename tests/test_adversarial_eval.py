@@ -116,7 +116,7 @@ def test_cifar10_recipes_attack_at_cifar10_budgets(compose_train, experiment: st
     (callback,) = [
         c for c in instantiate_callbacks(cfg.callbacks) if isinstance(c, AdversarialEvalCallback)
     ]
-    assert [max(e.epsilons) for e in callback.entries] == pytest.approx([8 / 255, 8 / 255])
+    assert [max(e.epsilons) for e in callback.entries] == pytest.approx([8 / 255] * 3)
     none = compose_train(f"experiment={experiment}", "callbacks=none")
     assert instantiate_callbacks(none.callbacks) == []
 
@@ -129,6 +129,7 @@ def _tiny_fit(cfg, epochs: int = 1) -> None:
         cfg.callbacks.adversarial_eval.num_samples = 12
         cfg.callbacks.adversarial_eval.batch_size = 5
         cfg.callbacks.adversarial_eval.suite.attacks.pgd.attack.steps = 2
+        cfg.callbacks.adversarial_eval.suite.attacks.apgd.attack.steps = 2
 
 
 def test_callback_logs_every_attack_and_eps_with_w_and_b_grids(
@@ -149,9 +150,11 @@ def test_callback_logs_every_attack_and_eps_with_w_and_b_grids(
             assert 0 <= metrics[f"{key}/robust_acc"] <= 1
             assert metrics[f"{key}/linf_max"] <= float(eps) + 1e-5
             assert f"{key}/success_rate" in metrics and f"{key}/seconds" in metrics
+    assert 0 <= metrics["adv/apgd/eps0.3/robust_acc"] <= metrics["adv/clean_acc"]
+    assert not [k for k in metrics if k.startswith("adv/apgd/eps0.15")]  # APGD: at the budget only
     assert metrics["adv/seconds"] > 0 and 0 < metrics["adv/epoch_share"] < 1
     grids = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/adv/*.png"))
-    assert {p.name.split("_")[0] for p in grids} == {"fgsm", "pgd"}
+    assert {p.name.split("_")[0] for p in grids} == {"fgsm", "pgd", "apgd"}
     saved = torch.load(tmp_path / "adversarial" / "epoch_000" / "pgd_eps0.3_rank0.pt")
     assert saved["x_adv"].shape == (12, 1, 28, 28) and saved["eps"] == 0.3
 
@@ -191,6 +194,7 @@ SAME_MODEL_RUN = (
     "callbacks.adversarial_eval.num_samples=13",
     "callbacks.adversarial_eval.suite.attacks.pgd.attack.random_start=false",
     "callbacks.adversarial_eval.suite.attacks.pgd.attack.steps=3",
+    "callbacks.adversarial_eval.suite.attacks.apgd.attack.steps=3",
     "logger=csv", "extras.print_config=false", "callbacks.rich_progress_bar=null",
 )  # fmt: skip
 
@@ -207,7 +211,7 @@ def test_ddp_sim_numbers_equal_single_process_numbers(mnist_dir: Path, tmp_path:
         runs[trainer] = _adv_metrics(run_dir)
     single, ddp = runs["cpu"], runs["ddp_sim"]
     accuracies = [k for k in single if k.endswith(("robust_acc", "success_rate", "clean_acc"))]
-    assert len(accuracies) == 13  # 2 attacks x 3 eps x 2 + clean
+    assert len(accuracies) == 15  # (2 attacks x 3 eps + APGD x 1 eps) x 2 + clean
     for key in accuracies:
         assert ddp[key] == single[key], key
     for key in (k for k in single if "_mean" in k or "_max" in k):
@@ -226,5 +230,5 @@ def test_callback_does_not_change_the_training_run(compose_train) -> None:
         runs[name] = train(cfg)
     assert "adv/pgd/eps0.3/robust_acc" in runs["with"]
     assert "adv/pgd/eps0.3/robust_acc" not in runs["without"]
-    for metric in ("train/loss", "val/loss", "val/robust_acc"):
+    for metric in ("train/loss", "val/loss", "val/robust_acc_pgd2"):
         assert runs["with"][metric] == runs["without"][metric], metric

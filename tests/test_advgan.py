@@ -328,7 +328,7 @@ def test_advgan_and_pgd_run_through_the_same_suite_runner(advgan_ckpt, other_ckp
 def test_eval_report_scores_advgan_next_to_pgd(
     advgan_ckpt, mnist_target_ckpt, mnist_dir, tmp_path
 ) -> None:
-    from tests.test_eval import TINY_EVAL
+    from tests.conftest import TINY_EVAL
 
     GlobalHydra.instance().clear()
     with initialize(version_base="1.3", config_path="../configs"):

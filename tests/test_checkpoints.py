@@ -346,7 +346,9 @@ def test_a_missing_file_and_no_path_are_one_line_each(tmp_path: Path) -> None:
 
 
 def test_eval_reads_a_checkpoint_once(compose_train, tmp_path: Path, monkeypatch) -> None:
-    import advlab.eval
+    from omegaconf import OmegaConf
+
+    from advlab.loading import load_model
 
     hparams, state = _classifier_parts(compose_train)
     path = _save(tmp_path / "ok.ckpt", hparams, state)
@@ -357,7 +359,8 @@ def test_eval_reads_a_checkpoint_once(compose_train, tmp_path: Path, monkeypatch
         return load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", counted_load)
-    model = advlab.eval.load_classifier(str(path), torch.device("cpu"))
+    cfg = OmegaConf.create({"ckpt_path": str(path), "net": {"_target_": None}})
+    model, _ = load_model(cfg, torch.device("cpu"))
     assert not model.training and reads == [{"map_location": "cpu", "weights_only": True}]
 
 

@@ -164,7 +164,8 @@ def test_callback_options_instantiate(compose_train, option: str) -> None:
     assert {type(c).__name__ for c in callbacks} == EXPECTED_CALLBACKS[option]
     if option == "default":
         best, last = (c for c in callbacks if type(c).__name__ == "ModelCheckpoint")
-        assert (best.monitor, best.save_last) == ("val/robust_acc", False)
+        steps = cfg.model.val_attack.steps
+        assert (best.monitor, best.save_last) == (f"val/robust_acc_pgd{steps}", False)
         assert (last.monitor, last.filename, last.save_top_k) == (None, "last", 1)
         assert best.dirpath == last.dirpath and last.dirpath.endswith("checkpoints")
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,12 @@ from hydra import compose, initialize
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 
 from advlab.errors import ConfigError
 from advlab.eval import evaluate, run, suite_entries
 from advlab.train import close_loggers, train
 from tests.conftest import REPO_ROOT, config_options, shrink_for_cpu
-
-# every attack of the eval suite cut to a few steps: the pipeline, not the numbers, is tested
-TINY_EVAL = (
-    "num_samples=12", "batch_size=8", "attack=autoattack_fast", "attack.steps=2",
-    "suite.attacks.pgd.attack.steps=2", "suite.attacks.square.attack.n_queries=10",
-    "suite.eps_multiples=[0.0,0.5,1.0]", "sanity.steps_factor=2", "extras.print_config=false",
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -53,28 +45,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
     return sorted((out / "checkpoints").glob("*.ckpt"))[0]  # whichever the policy kept
 
 
-@pytest.fixture
-def compose_eval(tmp_path: Path, mnist_dir: Path) -> Iterator[Callable[..., DictConfig]]:
-    """compose_eval("ckpt_path=...", ...) -> an eval config writing into tmp_path."""
-
-    def _compose(*overrides: str) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize(version_base="1.3", config_path="../configs"):
-            cfg = compose("eval", overrides=[*TINY_EVAL, *overrides], return_hydra_config=True)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path)
-            cfg.paths.log_dir = str(tmp_path)
-            cfg.data.data_dir = str(mnist_dir)
-            cfg.data.download = False
-            cfg.data.val_size = 16  # the tiny files hold 96 training images
-            del cfg.hydra
-        return cfg
-
-    yield _compose
-    GlobalHydra.instance().clear()
-
-
 def test_report_files_exist_and_parse(
     compose_eval, checkpoint: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -90,12 +60,19 @@ def test_report_files_exist_and_parse(
     runs = {(r["attack"], r["eps"]) for r in report["results"]}
     assert {("fgsm", 0.0), ("pgd", 0.15), ("square", 0.3), ("headline", 0.3)} <= runs
     assert ("pgd", 1.0) in runs and ("pgd_more_steps", 0.3) in runs  # sanity re-runs
-    assert len(report["sanity_checks"]) == 6
+    names = [c["name"] for c in report["sanity_checks"]]
+    assert len(names) >= 10  # 4 model probes + 6 attack checks (+ AutoAttack's own flags)
+    assert "input gradients do not vanish" in names
     assert all(c["status"] in ("pass", "fail", "skip") for c in report["sanity_checks"])
     assert report["sanity_passed"] == result["sanity_passed"]
+    assert report["verdict"] == "TRUSTWORTHY" or report["verdict"].startswith("SUSPECT: ")
+    bench = report["robustbench"]
+    assert bench["threat_model"] == "Linf" and bench["eps"] == 0.3 and bench["n_ex"] == 12
+    assert bench["autoattack_acc"] == round(100 * report["headline"]["robust_acc"], 2)
     markdown = (tmp_path / "report.md").read_text()
+    assert markdown.splitlines()[0].startswith(f"**{report['verdict']}")  # the verdict leads
     assert "| attack | eps 0 | eps 0.15 | eps 0.3 |" in markdown
-    assert "## Sanity checks" in markdown
+    assert "## Checks" in markdown
     assert (tmp_path / "robustness_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert list(run.glob("files/media/images/eval/robustness_curve*.png"))
@@ -182,10 +159,18 @@ def test_eval_py_reports_a_gan_checkpoint_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_two_models_at_once_are_refused(compose_eval) -> None:
+    with pytest.raises(ConfigError, match=r"\(got ckpt_path, torchscript\)$"):
+        evaluate(compose_eval("ckpt_path=a.ckpt", "torchscript=a.pt", "logger=none"))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [("ckpt_path=missing.ckpt", "ckpt_path=missing.ckpt: no checkpoint at missing.ckpt"),
-     ("ckpt_path=???", "ckpt_path is required: python eval.py ckpt_path=<a .ckpt file>")],
+     ("ckpt_path=null", "give exactly one model to evaluate: ckpt_path=<advlab .ckpt>, or "
+      "net._target_=<pkg.module.Class> weights=<state_dict .pt>, or torchscript=<file.pt>"),
+     ("torchscript=a.pt", "torchscript=a.pt: no file there"),
+     ("batch_size=0", "batch_size must be >= 1, got 0")],
 )  # fmt: skip
 def test_run_turns_bad_input_into_one_line_and_exit_2(
     compose_eval, capsys, override: str, message: str

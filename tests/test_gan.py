@@ -351,9 +351,11 @@ def test_model_gan_brings_its_callbacks_unless_the_command_line_says_otherwise(
     assert not compose_train("model=gan", "callbacks=none").get("callbacks")
     assert (
         compose_train("model=gan", "callbacks=default").callbacks.model_checkpoint.monitor
-        == "val/robust_acc"
+        == "val/robust_acc_none"  # model=gan has no val attack: preflight says so in one line
     )
-    assert compose_train().callbacks.model_checkpoint.monitor == "val/robust_acc"
+    robust = compose_train()
+    steps = robust.model.val_attack.steps
+    assert robust.callbacks.model_checkpoint.monitor == f"val/robust_acc_pgd{steps}"
 
 
 @pytest.mark.parametrize("data", ["mnist", "cifar10"])

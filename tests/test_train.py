@@ -32,7 +32,9 @@ def test_fast_dev_run_of_every_experiment(compose_train, experiment: str) -> Non
     cfg = compose_train(f"experiment={experiment}", "logger=none", "trainer.fast_dev_run=true")
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
-    assert 0.0 <= metrics["test/robust_acc"] <= metrics["test/acc"] + 1e-6
+    (robust,) = [k for k in metrics if k.startswith("test/robust_acc_")]  # named by its attack
+    assert robust == "test/robust_acc_aa_fast"
+    assert 0.0 <= metrics[robust] <= metrics["test/acc"] + 1e-6
     assert "val/acc" in metrics
 
 
@@ -148,7 +150,9 @@ def test_unknown_test_ckpt_choice_is_refused_before_training(compose_train) -> N
 
 def test_checkpoint_on_robust_accuracy_without_a_val_attack_is_refused(compose_train) -> None:
     cfg = compose_train("logger=none", "model.val_attack=null")
-    with pytest.raises(ConfigError, match=r"ModelCheckpoint monitors val/robust_acc, which model"):
+    with pytest.raises(
+        ConfigError, match=r"ModelCheckpoint monitors val/robust_acc_none, which model"
+    ):
         train(cfg)
     fixed = compose_train(
         "logger=none", "model.val_attack=null", "callbacks.model_checkpoint.monitor=val/acc"

@@ -1,33 +1,39 @@
-"""Evaluate a classifier checkpoint: suite over epsilons, official AutoAttack, sanity checks.
+"""Evaluate any classifier: suite over epsilons, official AutoAttack, checks, a verdict.
 
-`python eval.py ckpt_path=...` writes report.json, report.md and robustness_curve.png into its
-run dir and sends them to the configured loggers.
+`python eval.py ckpt_path=...` (or `net=... weights=...`, or `torchscript=...`) writes report.json,
+report.md and robustness_curve.png into its run dir and sends them to the configured loggers.
+Exit status: 0 TRUSTWORTHY, 3 SUSPECT (when `fail_on_suspect`), 2 a user error.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from advlab.attacks.build import as_plain_dict
-from advlab.checkpoints import read_checkpoint, trust_targets
+from advlab.checkpoints import trust_targets
 from advlab.errors import AdvlabError, ConfigError
-from advlab.evaluation import RobustnessReport, SanitySettings, evaluate_robustness, parse_suite
+from advlab.eval_output import log_report, package_versions, print_summary
+from advlab.evaluation import SanitySettings, evaluate_robustness, parse_suite
 from advlab.evaluation.report import write_report
 from advlab.evaluation.runner import Batch
 from advlab.evaluation.suite import SuiteEntry, check_epsilon, format_eps, make_entry
-from advlab.models import RobustClassifier
+from advlab.loading import check_one_source, load_model
 from advlab.preflight import check_model_fits_data
 from advlab.train import close_loggers, resolve_ckpt_path
 from advlab.utils import get_logger, instantiate, instantiate_loggers
@@ -36,12 +42,8 @@ from advlab.utils.config_tree import print_config_tree
 log = get_logger(__name__)
 
 HEADLINE = "headline"
-
-
-def load_classifier(path: str, device: torch.device) -> RobustClassifier:
-    """A RobustClassifier from `path` (read once, safely), or one line saying what it is instead."""
-    checkpoint = read_checkpoint(path, "ckpt_path")
-    return RobustClassifier.from_checkpoint_dict(checkpoint, path, map_location=device).eval()
+#: exit status of `python eval.py` when the verdict is SUSPECT (2 is a user error)
+SUSPECT_EXIT = 3
 
 
 def test_batches(
@@ -102,79 +104,18 @@ def suite_entries(cfg: DictConfig) -> tuple[list[SuiteEntry], float, SanitySetti
     return entries, eps, settings
 
 
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in ("torch", "torchattacks", "pyautoattack", "advlab"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def _log_report(
-    loggers: list[Logger], report: RobustnessReport, files: dict[str, Path], out_dir: Path
-) -> None:
-    """Numbers to every logger; the curve, tables and files to W&B."""
-    metrics = {
-        "eval/clean_acc": report.clean_acc,
-        "eval/sanity_passed": float(not report.failed_checks),
-    }
-    for run in report.results:
-        key = f"eval/{run.attack}/eps{format_eps(run.eps)}"
-        metrics.update({f"{key}/{name}": value for name, value in run.numbers.items()})
-    for logger in loggers:
-        logger.log_metrics(metrics)
-        if not isinstance(logger, WandbLogger):
-            continue
-        import wandb
-
-        rows = [run.as_dict() for run in report.results]
-        columns = list(rows[0])
-        logger.experiment.log({
-            "eval/robustness_curve": wandb.Image(str(files["curve"])),
-            "eval/results": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
-            "eval/sanity_checks": wandb.Table(
-                columns=["check", "status", "detail"],
-                data=[[c.name, c.status, c.detail] for c in report.checks],
-            ),
-        })  # fmt: skip
-        for path in files.values():
-            logger.experiment.save(str(path), base_path=str(out_dir), policy="now")
-
-
-def _print_summary(report: RobustnessReport, files: dict[str, Path]) -> None:
-    """The headline and every check on the console; failed checks impossible to miss."""
-    console = Console(stderr=False)
-    headline = next((r for r in report.results if r.purpose == "headline"), None)
-    console.print(f"clean accuracy: {100 * report.clean_acc:.2f}% on {report.num_samples} images")
-    if headline is not None:
-        console.print(
-            f"[bold]robust accuracy, {headline.label} at eps {format_eps(headline.eps)}: "
-            f"{100 * headline.robust_acc:.2f}%[/bold]"
-        )
-    for check in report.checks:
-        style = {"pass": "green", "fail": "bold white on red", "skip": "yellow"}[check.status]
-        console.print(f"[{style}]{check.status.upper():4}[/] {check.name}: {check.detail}")
-    for check in report.failed_checks:
-        log.warning(f"SANITY CHECK FAILED: {check.name}: {check.detail}")
-    if report.failed_checks:
-        console.rule(
-            f"[bold red]{len(report.failed_checks)} SANITY CHECK(S) FAILED: do not trust these "
-            f"numbers[/]"
-        )
-    console.print(f"report: {files['markdown']}")
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from `cfg`, run the evaluation, write and log the report."""
     started = time.perf_counter()
     trust_targets(cfg.get("trusted_targets"))
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    check_one_source(cfg)
     entries, eps, settings = suite_entries(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     device = pick_device(str(cfg.get("device", "auto")))
     L.seed_everything(cfg.get("seed", 12345), workers=True, verbose=False)
-    model = load_classifier(ckpt_path, device)
+    model, described = load_model(cfg, device, ckpt_path)
     datamodule: LightningDataModule = instantiate(cfg.data)
     check_model_fits_data(model, datamodule)
     batches = test_batches(datamodule, int(cfg.num_samples), int(cfg.batch_size), device)
@@ -183,13 +124,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     log.info(
-        f"Evaluating {ckpt_path} on {sum(len(y) for _, y in batches)} test images ({device}): "
+        f"Evaluating {described} on {sum(len(y) for _, y in batches)} test images ({device}): "
         + ", ".join(
             f"{e.name} ({e.label}) at {', '.join(map(format_eps, e.epsilons))}" for e in entries
         )
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns) as progress:
         task = progress.add_task("attacks", total=None)
 
@@ -201,31 +142,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             model, batches, entries, settings, budget=eps, headline=HEADLINE, progress=show
         )
     meta = {
-        "checkpoint": str(Path(ckpt_path).resolve()),
+        "model": described,
         "data": cfg.data._target_,
         "split": "test",
         "threat_model": f"{entries[-1].norm}, eps {format_eps(eps)}",
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 1),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     out_dir = Path(cfg.paths.output_dir)
     files = write_report(report, out_dir, meta, norm=entries[-1].norm)
-    _log_report(loggers, report, files, out_dir)
-    _print_summary(report, files)
+    log_report(loggers, report, files, out_dir)
+    print_summary(report, files)
     return {**meta, **report.as_dict(), "files": {k: str(v) for k, v in files.items()}}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Entry used by `eval.py`: user errors become one line on stderr and exit status 2."""
+    """Entry used by `eval.py`: user errors become one line on stderr and exit status 2; a
+    SUSPECT verdict exits with status 3 (`fail_on_suspect`), so scripts and CI can gate on it."""
     try:
-        if OmegaConf.is_missing(cfg, "ckpt_path"):
-            raise ConfigError("ckpt_path is required: python eval.py ckpt_path=<a .ckpt file>")
         if cfg.get("extras", {}).get("print_config", False):
             print_config_tree(cfg)
-        return evaluate(cfg)
+        result = evaluate(cfg)
     except AdvlabError as err:
         print(f"advlab: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         close_loggers()
+    if cfg.get("fail_on_suspect", True) and result["verdict"] != "TRUSTWORTHY":
+        raise SystemExit(SUSPECT_EXIT)
+    return result

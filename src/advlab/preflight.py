@@ -19,7 +19,8 @@ def check_model_fits_data(model: LightningModule, datamodule: LightningDataModul
         return
     num_classes = getattr(datamodule, "num_classes", None)
     net_name = type(getattr(model, "net", model)).__name__
-    probe = torch.rand(2, *dims, device=model.device)
+    first = next(iter(model.parameters()), None)
+    probe = torch.rand(2, *dims, device=first.device if first is not None else "cpu")
     try:
         with torch.no_grad():
             logits = model(probe)

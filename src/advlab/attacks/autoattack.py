@@ -8,7 +8,7 @@ the authors' code, which runs 100. This wrapper makes it one more `attack(x, y) 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from pyautoattack import AutoAttack
@@ -42,6 +42,10 @@ class OfficialAutoAttack:
         steps: APGD/FAB iterations. 100 is AutoAttack's; fewer is no longer AutoAttack (tests).
         n_queries: Square queries. 5000 is AutoAttack's.
         verbose: let AutoAttack's progress lines through its `auto-attack` logger.
+
+    After a call, `warnings` holds what AutoAttack flagged (randomness, probabilities, zero
+    gradients, Square beating the white-box attacks): the evaluation turns each into a check.
+    Set `progress` to a callable(label, done, total) to follow each stage batch by batch.
     """
 
     def __init__(
@@ -83,6 +87,8 @@ class OfficialAutoAttack:
         self.steps = steps
         self.n_queries = n_queries
         self.verbose = verbose
+        self.warnings: list[str] = []
+        self.progress: Callable[[str, int, int], None] | None = None
 
     def __repr__(self) -> str:
         which = "+".join(self.attacks) if self.attacks else self.version
@@ -125,18 +131,62 @@ class OfficialAutoAttack:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()
+        collector = _WarningCollector()
         try:
             with torch.no_grad():
                 num_classes = self.model(images[:1]).shape[1]
             attack = self._build(num_classes)
             # AutoAttack reports progress at DEBUG; warnings (e.g. zero gradients) always pass
             attack.logger.setLevel(logging.DEBUG if self.verbose else logging.WARNING)
-            x_adv, _ = attack.run_standard_evaluation(
-                images.detach(), labels, batch_size=self.batch_size
-            )
+            attack.logger.addHandler(collector)
+            x_adv = self._run_stages(attack, images.detach(), labels)
         finally:
+            attack_logger = logging.getLogger("auto-attack")
+            attack_logger.removeHandler(collector)
             self.model.train(was_training)
+        self.warnings = list(dict.fromkeys(self.warnings + collector.messages))
         return x_adv.detach()
+
+    def _run_stages(
+        self, attack: AutoAttack, images: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """AutoAttack's own loop, one stage at a time over the points still robust, in batches:
+        the same attacks and seeds as `run_standard_evaluation`, with progress per batch."""
+        stages = list(attack.attacks_to_run)
+        with torch.no_grad():
+            robust = self.model(images).argmax(dim=1) == labels
+        x_adv = images.clone()
+        for stage in stages:
+            index = robust.nonzero().flatten()
+            if len(index) == 0:  # nothing left to attack, as AutoAttack stops
+                break
+            chunks = index.split(self.batch_size)
+            for done, chunk in enumerate(chunks, 1):
+                attack.attacks_to_run = [stage]
+                adv, _ = attack.run_standard_evaluation(
+                    images[chunk], labels[chunk], batch_size=len(chunk)
+                )
+                with torch.no_grad():
+                    fooled = self.model(adv).argmax(dim=1) != labels[chunk]
+                x_adv[chunk[fooled]] = adv[fooled]
+                robust[chunk[fooled]] = False
+                if self.progress is not None:
+                    self.progress(stage, done, len(chunks))
+        attack.attacks_to_run = stages
+        return x_adv
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps the messages AutoAttack logs at WARNING, so they reach the report."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().split(" See flags_doc.md")[0]
+        if message not in self.messages:
+            self.messages.append(message)
 
 
 def _set_apgd_iterations(apgd: object, steps: int) -> None:

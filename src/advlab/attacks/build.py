@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,12 @@ def attack_norm(cfg: Mapping[str, Any] | DictConfig) -> str:
     return str(as_plain_dict(cfg).get("norm"))
 
 
+def attack_name(cfg: Mapping[str, Any] | DictConfig) -> str:
+    """The short name metrics carry (`robust_acc_<name>`): the config's `name:`, else the class."""
+    cfg = as_plain_dict(cfg)
+    return str(cfg.get("name") or str(cfg.get("_target_", "attack")).rsplit(".", 1)[-1].lower())
+
+
 def validate_attack_config(
     cfg: Mapping[str, Any] | DictConfig, where: str = "attack", training: bool = False
 ) -> dict[str, Any]:
@@ -52,6 +59,8 @@ def validate_attack_config(
             f"{where} declares no norm: add `norm: Linf` (or L2) to its attack config"
         )
     norm = check_norm(cfg["norm"], f"{where}.norm")
+    if "name" in cfg and not re.fullmatch(r"[a-z0-9_]+", str(cfg["name"])):
+        raise ConfigError(f"{where}.name={cfg['name']!r} must be lowercase letters, digits or _")
     if "eps" in cfg:
         check_budget(cfg["eps"], norm, f"{where}.eps")
     return cfg
@@ -86,8 +95,9 @@ def build_attack(
 def instantiate_attack(cfg: Mapping[str, Any], model: nn.Module, where: str = "attack") -> Any:
     """Build an already validated config against `model` (`build_attack` without the checks,
     for the eps-0 sanity run, whose budget they would refuse)."""
-    if not _accepts(attack_class(cfg), "norm"):  # declared for advlab; PGD & co. are Linf-only
-        cfg = {key: value for key, value in cfg.items() if key != "norm"}
+    # `name` and `norm` are declared for advlab; `norm` reaches the attacks that take it
+    dropped = ("name",) if _accepts(attack_class(cfg), "norm") else ("name", "norm")
+    cfg = {key: value for key, value in cfg.items() if key not in dropped}
     try:
         attack = hydra.utils.instantiate(cfg, model)
     except MissingMandatoryValue as err:  # a `???` left in the config (attack/advgan's ckpt_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on clusters
 import matplotlib.pyplot as plt
 
-from advlab.evaluation.robustness import RobustnessReport
+from advlab.evaluation.results import RobustnessReport
 from advlab.evaluation.suite import format_eps
 
 MARKS = {"pass": "PASS", "fail": "**FAIL**", "skip": "skip"}
@@ -22,24 +21,31 @@ def _pct(value: float) -> str:
 
 
 def write_json(report: RobustnessReport, path: Path, meta: dict[str, Any]) -> Path:
-    path.write_text(json.dumps({**meta, **report.as_dict()}, indent=2, default=str) + "\n")
+    path.write_text(report.to_json(**meta) + "\n")
     return path
 
 
+def verdict_line(report: RobustnessReport) -> str:
+    """The one line to read first: the verdict, then the headline it qualifies."""
+    headline = report.headline
+    number = "" if headline is None else (
+        f" — {headline.label} at eps {format_eps(headline.eps)}: {_pct(headline.robust_acc)}%"
+        + ("" if report.trustworthy else " (do not quote: the checks above failed)")
+    )  # fmt: skip
+    return f"{report.verdict}{number}"
+
+
 def markdown(report: RobustnessReport, meta: dict[str, Any]) -> str:
-    """Accuracy per attack and eps, then every run's details, then the sanity checks."""
-    lines = [f"# Robustness report: {meta.get('checkpoint', '')}", ""]
-    lines += [f"- {key}: {value}" for key, value in meta.items() if key != "checkpoint"]
+    """The verdict, then accuracy per attack and eps, every run's details, the checks."""
+    lines = [f"**{verdict_line(report)}**", "", f"# Robustness report: {meta.get('model', '')}", ""]
+    lines += [f"- {key}: {value}" for key, value in meta.items() if key != "model"]
     lines += [f"- images: {report.num_samples} ({report.num_classes} classes)"]
-    lines += [f"- clean accuracy: **{_pct(report.clean_acc)}%**"]
-    headline = next((r for r in report.results if r.purpose == "headline"), None)
-    if headline is not None:
-        lines += [
-            f"- robust accuracy under {headline.label} at eps {format_eps(headline.eps)}: "
-            f"**{_pct(headline.robust_acc)}%**"
-        ]
-    verdict = "all passed" if not report.failed_checks else f"{len(report.failed_checks)} FAILED"
-    lines += [f"- sanity checks: {verdict}", "", "## Robust accuracy (%)", ""]
+    lines += [f"- clean accuracy: {_pct(report.clean_acc)}%"]
+    lines += [f"- note: {note}" for note in report.notes]
+    failed = len(report.failed_checks)
+    lines += [f"- checks: {'all passed' if not failed else f'{failed} FAILED'}"]
+    lines += ["", "## Robust accuracy (%)", "", "Runs marked † were beaten by a gradient-free "
+              "attack: their numbers overstate robustness.", ""]  # fmt: skip
 
     shown = [r for r in report.results if r.purpose != "sanity"]
     epsilons = sorted({r.eps for r in shown})
@@ -47,11 +53,15 @@ def markdown(report: RobustnessReport, meta: dict[str, Any]) -> str:
     lines += ["| --- " * (len(epsilons) + 1) + "|"]
     rows: dict[str, dict[float, float]] = {}
     labels: dict[str, str] = {}
+    untrusted = {(run.attack, run.eps) for run in shown if not run.trusted}
     for run in shown:
         rows.setdefault(run.attack, {})[run.eps] = run.robust_acc
         labels[run.attack] = f"{run.attack} ({run.label})"
     for attack, by_eps in rows.items():
-        cells = [_pct(by_eps[e]) if e in by_eps else "" for e in epsilons]
+        cells = [
+            (_pct(by_eps[e]) + (" †" if (attack, e) in untrusted else "")) if e in by_eps else ""
+            for e in epsilons
+        ]
         lines += [f"| {labels[attack]} | " + " | ".join(cells) + " |"]
 
     lines += ["", "## Every run", ""]
@@ -65,7 +75,7 @@ def markdown(report: RobustnessReport, meta: dict[str, Any]) -> str:
             f"{_pct(n['success_rate'])} | {n['linf_mean']:.4f} / {n['linf_max']:.4f} | "
             f"{n['l2_mean']:.3f} / {n['l2_max']:.3f} | {n['seconds']:.1f} | {run.purpose} |"
         ]
-    lines += ["", "## Sanity checks (Carlini et al. 2019)", ""]
+    lines += ["", "## Checks (Carlini et al. 2019; AutoAttack's flags; model probes)", ""]
     lines += ["| check | result | numbers |", "| --- | --- | --- |"]
     for check in report.checks:
         lines += [f"| {check.name} | {MARKS[check.status]} | {check.detail} |"]

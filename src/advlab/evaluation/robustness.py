@@ -7,82 +7,31 @@ so tests can call it on toy models built to fail each check.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from advlab.evaluation import sanity
+from advlab.evaluation import model_checks, sanity
 from advlab.evaluation.measure import AttackStats
+from advlab.evaluation.results import RobustnessReport, RunResult
 from advlab.evaluation.runner import Batch, predict, run_attack
-from advlab.evaluation.sanity import CheckResult, SanitySettings
+from advlab.evaluation.sanity import FAIL, CheckResult, SanitySettings
 from advlab.evaluation.suite import (
     SuiteEntry,
     attack_config_at,
     build_attack_at,
     check_epsilon,
     describe_attack,
+    has_gradient_free_part,
     runs,
 )
 
+AUTOATTACK = "advlab.attacks.autoattack.OfficialAutoAttack"
+
 #: progress(label, done_batches, total_batches)
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class RunResult:
-    """One attack at one epsilon: its label, budget and summary numbers."""
-
-    attack: str
-    label: str
-    eps: float
-    numbers: dict[str, float]
-    purpose: str = "suite"  # suite | headline | sanity
-
-    @property
-    def robust_acc(self) -> float:
-        return self.numbers["robust_acc"]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"attack": self.attack, "label": self.label, "eps": self.eps,
-                "purpose": self.purpose, **self.numbers}  # fmt: skip
-
-
-@dataclass
-class RobustnessReport:
-    """Everything report.json / report.md / the curve show."""
-
-    num_samples: int
-    num_classes: int
-    clean_acc: float
-    results: list[RunResult] = field(default_factory=list)
-    checks: list[CheckResult] = field(default_factory=list)
-    headline: str | None = None
-
-    def accuracies(self, purposes: tuple[str, ...] = ("suite", "headline")) -> dict:
-        """acc[attack][eps] of the runs with one of `purposes`."""
-        table: dict[str, dict[float, float]] = {}
-        for run in self.results:
-            if run.purpose in purposes:
-                table.setdefault(run.attack, {})[run.eps] = run.robust_acc
-        return table
-
-    @property
-    def failed_checks(self) -> list[CheckResult]:
-        return [check for check in self.checks if check.failed]
-
-    def as_dict(self) -> dict[str, Any]:
-        headline = next((r.as_dict() for r in self.results if r.purpose == "headline"), None)
-        return {
-            "num_samples": self.num_samples,
-            "num_classes": self.num_classes,
-            "clean_acc": self.clean_acc,
-            "headline": headline,
-            "results": [run.as_dict() for run in self.results],
-            "sanity_checks": [check.as_dict() for check in self.checks],
-            "sanity_passed": not self.failed_checks,
-        }
 
 
 @dataclass
@@ -123,18 +72,31 @@ def evaluate_robustness(
     headline: str | None = None,
     progress: Progress | None = None,
 ) -> RobustnessReport:
-    """Run the suite and the sanity re-runs on `batches`; return numbers and checks.
+    """Probe the model, run the suite and the sanity re-runs on `batches`; numbers and checks.
 
     `budget` is the threat model's eps (more-steps re-run; default: the reference's largest eps);
-    `headline` names the entry whose number is the one to quote.
+    `headline` names the entry whose number is the one to quote. A randomized model gets
+    AutoAttack's `rand` version (EOT) as its headline, and the report says so.
     """
     settings = settings or SanitySettings()
+    model.eval()
+    probes = [
+        model_checks.deterministic(model, batches[0][0]),
+        model_checks.returns_logits(model, batches[0][0]),
+        model_checks.input_gradients(model, batches, settings.zero_gradient_share),
+    ]
+    before = model_checks.state_snapshot(model)
     predictions = predict(model, batches)
     correct = sum(int((p == y).sum()) for p, (_, y) in zip(predictions, batches, strict=True))
     count = sum(len(y) for _, y in batches)
     with torch.no_grad():
-        num_classes = int(model.eval()(batches[0][0][:1]).shape[1])
-    report = RobustnessReport(count, num_classes, correct / count, headline=headline)
+        num_classes = int(model(batches[0][0][:1]).shape[1])
+    norm = entries[0].norm if entries else "Linf"
+    report = RobustnessReport(
+        count, num_classes, correct / count, headline_name=headline, norm=norm
+    )
+    if probes[0].failed:
+        entries = _with_eot_headline(entries, headline, report)
     plan = _plan(entries, settings, budget)
     where = {
         p.attack: "attack" if p.attack == headline else f"suite.attacks.{p.attack}" for p in plan
@@ -142,8 +104,10 @@ def evaluate_robustness(
     for item in plan:  # a bad setting fails now, not after an hour of attacks
         build_attack_at(item.cfg, model, item.eps, where[item.attack])
     total, done = len(plan) * len(batches), 0
+    warnings: dict[str, list[str]] = {}
     for item in plan:
         label = describe_attack(item.cfg)
+        attack = build_attack_at(item.cfg, model, item.eps, where[item.attack])
 
         def tick(_outcome: Any, label: str = label, eps: float = item.eps) -> None:
             nonlocal done
@@ -151,15 +115,53 @@ def evaluate_robustness(
             if progress is not None:
                 progress(f"{label} @ {eps:g}", done, total)
 
+        if progress is not None and hasattr(attack, "progress"):
+            attack.progress = lambda stage, i, n, label=label: progress(
+                f"{label}: {stage} ({i}/{n})", done, total
+            )
         stats: AttackStats = run_attack(
-            model, item.cfg, item.eps, batches, where[item.attack], tick, predictions
+            model, item.cfg, item.eps, batches, where[item.attack], tick, predictions, attack
         )
+        for message in getattr(attack, "warnings", []):
+            warnings.setdefault(message, []).append(f"{item.attack}@{item.eps:g}")
         purpose = (
             "headline" if item.attack == headline and item.purpose == "suite" else item.purpose
         )
         report.results.append(RunResult(item.attack, label, item.eps, stats.summary(), purpose))
-    report.checks = _checks(report, entries, settings, budget)
+    probes.append(model_checks.unchanged_by_attacks(model, before, *batches[0]))
+    report.checks = probes + _checks(report, entries, settings, budget) + _flags(warnings)
     return report
+
+
+def _with_eot_headline(
+    entries: Sequence[SuiteEntry], headline: str | None, report: RobustnessReport
+) -> list[SuiteEntry]:
+    """A randomized model's headline: AutoAttack's `rand` version (APGD-CE and APGD-DLR with
+    expectation over transformation), AutoAttack's own advice for randomized defences."""
+    out = []
+    for entry in entries:
+        if entry.name == headline and entry.attack.get("_target_") == AUTOATTACK:
+            attack = {**entry.attack, "version": "rand", "attacks": None}
+            entry = replace(entry, attack=attack)
+            report.notes.append(
+                "the model is randomized: the headline ran AutoAttack's rand version "
+                "(APGD-CE + APGD-DLR, EOT over 20 draws)"
+            )
+        out.append(entry)
+    return out
+
+
+def _flags(warnings: dict[str, list[str]]) -> list[CheckResult]:
+    """Every warning AutoAttack logged becomes a failed check, with the runs that raised it."""
+    return [
+        CheckResult(
+            f"AutoAttack: {message}",
+            FAIL,
+            f"raised by {', '.join(where)}",
+            {"message": message, "runs": where},
+        )
+        for message, where in warnings.items()
+    ]
 
 
 def _checks(
@@ -202,7 +204,13 @@ def _checks(
             acc, settings.reference, settings.single_step, settings.tolerance
         )
     )
-    checks.append(
-        sanity.gradient_free_does_not_win(acc, settings.gradient_free, settings.masking_margin)
+    # the gradient attacks alone: never a run that itself contains a gradient-free search
+    not_gradient = [e.name for e in entries if has_gradient_free_part(e.attack)]
+    masking = sanity.gradient_free_does_not_win(
+        acc, settings.gradient_free, settings.masking_margin, exclude=not_gradient
     )
+    for run in report.results:
+        if f"{run.attack}@{run.eps:g}" in masking.numbers.get("beaten", []):
+            run.trusted = False
+    checks.append(masking)
     return checks

@@ -23,12 +23,15 @@ def run_attack(
     where: str = "attack",
     on_batch: Callable[[AttackOutcome], None] | None = None,
     clean_predictions: Sequence[torch.Tensor] | None = None,
+    attack: Any = None,
 ) -> AttackStats:
     """Attack every batch with `cfg` at `eps`; `on_batch` sees each outcome (grids, saving).
 
-    `clean_predictions` (from `predict`) spares one forward pass per batch and run.
+    `clean_predictions` (from `predict`) spares one forward pass per batch and run; `attack`,
+    when given, is `cfg` already built at `eps` (to read what it recorded afterwards).
     """
-    attack = build_attack_at(cfg, model, eps, where=where)
+    if attack is None:
+        attack = build_attack_at(cfg, model, eps, where=where)
     norm = attack_norm(cfg)
     total = AttackStats()
     for i, (x, y) in enumerate(batches):

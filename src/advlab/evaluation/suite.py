@@ -132,6 +132,23 @@ def build_attack_at(cfg: Mapping[str, Any], model: nn.Module, eps: float, where:
     return instantiate_attack(scaled, model, where=f"{where} (at eps 0)")
 
 
+#: attacks that never use the model's gradients (their search is what exposes masking)
+GRADIENT_FREE_TARGETS = ("torchattacks.Square", "advlab.attacks.advgan.AdvGANAttack")
+#: AutoAttack versions whose ensemble includes Square
+AUTOATTACK_WITH_SQUARE = ("standard", "plus")
+
+
+def has_gradient_free_part(cfg: Mapping[str, Any]) -> bool:
+    """Whether the attack is, or contains, a gradient-free search (Square in AutoAttack)."""
+    target = str(cfg.get("_target_", ""))
+    if target in GRADIENT_FREE_TARGETS:
+        return True
+    if target.endswith("OfficialAutoAttack") or target == "torchattacks.AutoAttack":
+        version = cfg.get("version", "standard")
+        return version in AUTOATTACK_WITH_SQUARE or "square" in (cfg.get("attacks") or [])
+    return False
+
+
 def describe_attack(cfg: Mapping[str, Any]) -> str:
     """A short human label: `PGD-40`, `FGSM`, `Square-1000`, `AutoAttack (apgd-ce+apgd-t)`."""
     name = str(cfg.get("_target_", "?")).rsplit(".", 1)[-1]

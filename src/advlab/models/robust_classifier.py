@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from advlab.attacks import attack_norm, build_attack, check_within_budget
+from advlab.attacks import attack_name, attack_norm, build_attack, check_within_budget
 from advlab.attacks.build import as_plain_dict, validate_attack_config
 from advlab.checkpoints import CLASSIFIER_HPARAMS, SafeCheckpointLoading
 from advlab.errors import ConfigError
@@ -57,8 +57,10 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
         method: config of a training method from `advlab.methods` (`configs/method/`), with
             its own training attack.
         optimizer: `_partial_` optimizer config, called with the parameters.
-        val_attack: attack for `val/robust_acc` (on the first `val_robust_batches` batches).
-        test_attack: attack for `test/robust_acc` (on the whole test split).
+        val_attack: attack for `val/robust_acc_<its name>` on the first `val_robust_batches`
+            batches: a cheap proxy to watch training (PGD-10 by default).
+        test_attack: attack for `test/robust_acc_<its name>` on the whole test split: the
+            run's robust accuracy (official AutoAttack's APGD-CE + APGD-T by default).
         scheduler: optional `_partial_` LR scheduler config; `total_steps` is filled in for
             schedulers that take it (OneCycleLR), counted by the method.
         scheduler_interval: `step` or `epoch`.
@@ -189,6 +191,10 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
             self._attacks[key] = build_attack(cfg, self.net, where=f"model.{stage}_attack")
         return self._attacks[key]
 
+    def robust_metric(self, stage: str) -> str:
+        """`<stage>/robust_acc_<attack name>`: every robust number says which attack made it."""
+        return f"{stage}/robust_acc_{attack_name(self.hparams[f'{stage}_attack'])}"
+
     def attack_configs(self) -> dict[str, dict[str, Any]]:
         """Every attack config of the model, by where it is set (preflight compares budgets)."""
         found = {"model.method.attack": self.method.attack_config}
@@ -223,10 +229,9 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
             return
         robust_acc = self.val_robust_acc.compute()
         self.val_robust_acc_best(robust_acc)
-        self.log("val/robust_acc", robust_acc, prog_bar=True, sync_dist=True)
-        self.log(
-            "val/robust_acc_best", self.val_robust_acc_best.compute(), prog_bar=True, sync_dist=True
-        )
+        name = self.robust_metric("val")
+        self.log(name, robust_acc, prog_bar=True, sync_dist=True)
+        self.log(f"{name}_best", self.val_robust_acc_best.compute(), sync_dist=True)
         self.val_robust_acc.reset()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -236,7 +241,7 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
         if self.hparams.test_attack is not None:
             self.test_robust_acc(self._robust_logits("test", x, y), y)
-            self.log("test/robust_acc", self.test_robust_acc, on_step=False, on_epoch=True)
+            self.log(self.robust_metric("test"), self.test_robust_acc, on_step=False, on_epoch=True)
 
     # ---- optimization -------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
