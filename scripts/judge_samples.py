@@ -6,13 +6,16 @@
 
 For each .pt of images in [0, 1]: the share of samples the judge assigns to each digit, the mean
 top-class confidence, and FID/KID in the judge's penultimate-layer feature space against the
-training and the test digits. Use a judge trained independently of the GAN's FID extractor
-(another seed and split) so that the GAN was not selected for it.
+training and the test digits. When <name>.labels.pt sits beside <name>.pt (a conditional GAN's
+requested classes, from sample.py), also the share the judge assigns to the requested class,
+overall and per class. Use a judge trained independently of the GAN's FID extractor (another
+seed and split) so that the GAN was not selected for it.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torchvision.datasets import MNIST
@@ -24,9 +27,13 @@ CHUNK = 1000
 
 
 def judge(
-    samples: torch.Tensor, classifier: RobustClassifier, references: dict[str, torch.Tensor]
+    samples: torch.Tensor,
+    classifier: RobustClassifier,
+    references: dict[str, torch.Tensor],
+    requested: torch.Tensor | None = None,
 ) -> dict[str, float | list[float]]:
-    """Class shares, mean top-class confidence, and FID/KID against each reference set."""
+    """Class shares, mean top-class confidence, FID/KID against each reference set, and with
+    `requested` labels the share of samples assigned to their requested class (per class too)."""
     with torch.no_grad():
         probs = torch.cat([classifier(chunk).softmax(1) for chunk in samples.split(CHUNK)])
     top, labels = probs.max(1)
@@ -36,6 +43,12 @@ def judge(
         "min_class_share": shares.min().item(),
         "mean_confidence": top.mean().item(),
     }
+    if requested is not None:
+        hits = labels == requested
+        result["requested_share"] = hits.float().mean().item()
+        result["requested_share_per_class"] = [
+            hits[requested == k].float().mean().item() for k in range(probs.shape[1])
+        ]
     features = ClassifierFeatures(classifier.net, tuple(samples.shape[1:]))
     for name, real in references.items():
         metrics = QualityMetrics(features, kid_subsets=20, kid_subset_size=1000)
@@ -69,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         samples = torch.load(path, weights_only=True).float()
         if samples.min() < 0 or samples.max() > 1:
             raise SystemExit(f"judge_samples.py: error: {path} has values outside [0, 1]")
-        r = judge(samples, classifier, references)
+        labels_file = Path(path).with_suffix(".labels.pt")
+        requested = torch.load(labels_file, weights_only=True) if labels_file.is_file() else None
+        r = judge(samples, classifier, references, requested)
         shares = " ".join(f"{100 * s:.1f}" for s in r["class_shares"])
         print(
             f"{path}: n={len(samples)} | mean confidence {r['mean_confidence']:.3f} | "
@@ -77,6 +92,12 @@ def main(argv: list[str] | None = None) -> None:
             f"FID train {r['fid_train']:.1f} test {r['fid_test']:.1f} | "
             f"KID train {r['kid_train']:.2f} test {r['kid_test']:.2f}"
         )
+        if requested is not None:
+            per_class = " ".join(f"{100 * s:.1f}" for s in r["requested_share_per_class"])
+            print(
+                f"{path}: assigned to the requested class {100 * r['requested_share']:.2f}% | "
+                f"per requested class 0-9 (%) {per_class}"
+            )
 
 
 if __name__ == "__main__":

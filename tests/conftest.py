@@ -44,6 +44,18 @@ def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _inception_is_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GAN runs default to Inception FID when it loads: in tests it never does, so no test
+    downloads 100 MB of weights or spends minutes in Inception on a CPU, with or without a
+    network. Tests of the Inception path patch `InceptionFeatures` themselves."""
+
+    def offline() -> None:
+        raise ConnectionError("no network in tests")
+
+    monkeypatch.setattr("advlab.quality.metrics.InceptionFeatures", offline)
+
+
+@pytest.fixture(autouse=True)
 def _cifar_md5_is_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny CIFAR files cannot match the real md5 sums; torchvision still parses them."""
     monkeypatch.setattr(

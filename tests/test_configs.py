@@ -29,7 +29,7 @@ def test_config_groups_have_the_documented_options() -> None:
     assert set(config_options("experiment")) >= {
         "mnist_clean", "mnist_pgd_at", "mnist_free_at", "mnist_trades", "mnist_fgsm_rs",
         "cifar10_pgd_at", "cifar10_fgsm_rs", "cifar10_trades", "mnist_dcgan", "cifar10_dcgan",
-        "mnist_smooth", "cifar10_smooth",
+        "mnist_smooth", "cifar10_smooth", "mnist_cgan", "cifar10_cgan", "mnist_pgd_at_gen",
     }  # fmt: skip
     assert config_options("method") == [
         "clean", "consistency", "fgsm_rs", "free", "gaussian", "mart", "pgd", "trades",
@@ -158,7 +158,7 @@ EXPECTED_CALLBACKS = {
         "LearningRateMonitor",
         "RichModelSummary",
         "ApproximateCertifiedAccuracy",
-        "CheckpointOnSigterm",
+        "CheckpointOnInterrupt",
         "RandomStateCheckpoint",
     },
     "none": set(),

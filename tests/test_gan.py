@@ -16,30 +16,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from advlab.callbacks import CheckpointIfMonitored, GANSampleGrid
 from advlab.errors import ConfigError
-from advlab.models import GAN, RobustClassifier
+from advlab.models import GAN
 from advlab.models.gan_step import TrainingDivergedError, ema_average
 from advlab.nets import SmallCNN
 from advlab.quality import ClassifierFeatures, QualityMetrics, build_quality_metrics
 from advlab.train import train
 from tests.conftest import REPO_ROOT, experiment_options
-
-ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001, "betas": [0.5, 0.999]}
-MNIST_SHAPE = (1, 28, 28)
-
-
-def make_gan(image_shape=MNIST_SHAPE, **kwargs) -> GAN:
-    torch.manual_seed(0)
-    args = {
-        "generator": {"_target_": "advlab.nets.DCGANGenerator", "width": 8},
-        "discriminator": {"_target_": "advlab.nets.DCGANDiscriminator", "width": 8},
-        "optimizer_g": ADAM,
-        "optimizer_d": ADAM,
-        "latent_dim": 16,
-        "image_shape": image_shape,
-        "grid_size": 4,
-        **kwargs,
-    }
-    return GAN(**args)
+from tests.gan_builders import MNIST_SHAPE, TINY_CLASSIFIERS, make_gan, save_classifier
 
 
 def tiny_loader(n: int = 24, shape=MNIST_SHAPE, batch_size: int = 8) -> DataLoader:
@@ -219,28 +202,79 @@ def test_bad_options_are_refused() -> None:
         make_gan(d_steps_per_g_step=0)
     with pytest.raises(ConfigError, match=r"model.metrics has unknown keys \['fid_every'\]"):
         make_gan(metrics={"fid_every": 2})
+    data = SimpleNamespace(dims=MNIST_SHAPE, name="MNIST", num_classes=10)
     with pytest.raises(
         ConfigError, match=r"model.metrics.feature_ckpt=missing.ckpt: no file there"
     ):
-        build_quality_metrics(MNIST_SHAPE, feature_ckpt="missing.ckpt")
+        make_gan(metrics={"feature_ckpt": "missing.ckpt"}).configure_for_data(data)
     with pytest.raises(
-        ConfigError, match=r"model.metrics.feature='vgg' is not one of classifier, inception"
+        ConfigError, match=r"model.metrics.feature='vgg' is not one of auto, classifier, incep"
     ):
         build_quality_metrics(MNIST_SHAPE, feature="vgg")
+    with pytest.raises(
+        ConfigError, match=r"^model.metrics.feature=classifier needs model.metrics.feature_ckpt="
+    ):
+        make_gan(metrics={"feature": "classifier"}).configure_for_data(data)
 
 
 def test_inception_offline_fails_with_one_clear_line(monkeypatch) -> None:
     import torchmetrics.image.fid as fid_module
 
+    from advlab.quality.metrics import InceptionFeatures
+
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
+    monkeypatch.setattr("advlab.quality.metrics.InceptionFeatures", InceptionFeatures)
     monkeypatch.setattr(fid_module, "NoTrainInceptionV3", offline)
     with pytest.raises(
         ConfigError,
         match=r"model.metrics.feature=inception needs the torch-fidelity package.*no network.*feature_ckpt=",
     ):
         build_quality_metrics(MNIST_SHAPE, feature="inception")
+    # the default falls back to no FID, and says why and what to do in one line
+    metrics, line = build_quality_metrics(MNIST_SHAPE, feature="auto")
+    assert metrics is None
+    assert line.startswith("FID/KID skipped: Inception-v3 is not available (ConnectionError: no ")
+    assert "model.metrics.feature_ckpt=<a model=robust checkpoint" in line
+
+
+class _FakeInception(torch.nn.Module):
+    """Stands in for Inception-v3 (no download): the mean pixel of each image, 1 feature."""
+
+    num_features = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((1, 2, 3))[:, None]
+
+
+def test_default_feature_space_is_inception_when_it_loads_and_the_classifier_when_given(
+    monkeypatch, feature_ckpt: Path, caplog
+) -> None:
+    monkeypatch.setattr("advlab.quality.metrics.InceptionFeatures", _FakeInception)
+    data = SimpleNamespace(dims=MNIST_SHAPE, name="MNIST", num_classes=10)
+    lines = {}
+    for name, metrics in {"inception": {}, "classifier": {"feature_ckpt": str(feature_ckpt)},
+                          "off": {"feature": "none"}}.items():  # fmt: skip
+        model = make_gan(metrics=metrics)
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            model.configure_for_data(data)
+        said = [r.message for r in caplog.records if r.message.startswith("GAN quality: ")]
+        assert len(said) == 1, said
+        lines[name] = said[0]
+        extractor = None if model._quality is None else type(model._quality.extractor).__name__
+        assert extractor == {"inception": "_FakeInception", "classifier": "ClassifierFeatures",
+                             "off": None}[name]  # fmt: skip
+    assert (
+        lines["inception"]
+        == "GAN quality: FID/KID in the Inception-v3 feature space (torch-fidelity)"
+    )
+    assert (
+        "feature space of the classifier model.metrics.feature_ckpt (SmallCNN, 16 features)"
+        in lines["classifier"]
+    )
+    assert lines["off"] == "GAN quality: FID/KID off (model.metrics.feature=none)"
 
 
 # ---- quality metrics --------------------------------------------------------------------------
@@ -284,25 +318,6 @@ def test_extractor_is_frozen_and_stays_in_eval_mode() -> None:
     assert all(torch.equal(before[k], v) for k, v in features.state_dict().items())
 
 
-TINY_CLASSIFIERS = {
-    "mnist": {"_target_": "advlab.nets.SmallCNN", "channels": [4, 8], "hidden": 16},
-    "cifar10": {"_target_": "advlab.nets.PreActResNet18", "width": 4},
-}
-
-
-def save_classifier(net: dict, path: Path) -> Path:
-    """An untrained model=robust checkpoint: enough to be a feature extractor in tests."""
-    classifier = RobustClassifier(
-        net=net, method={"_target_": "advlab.methods.Clean"}, optimizer=ADAM
-    )
-    trainer = Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0
-    )
-    trainer.strategy.connect(classifier)
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def feature_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny MNIST classifier checkpoint: the feature extractor of the end-to-end runs."""
@@ -312,9 +327,10 @@ def feature_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_metrics_come_from_a_classifier_checkpoint_and_skip_without_one(
     feature_ckpt: Path, caplog
 ) -> None:
-    metrics = build_quality_metrics(MNIST_SHAPE, feature_ckpt=str(feature_ckpt))
-    assert isinstance(metrics.extractor, ClassifierFeatures)
-    assert metrics.extractor.num_features == 16
+    model = make_gan(metrics={"feature_ckpt": str(feature_ckpt)})
+    model.configure_for_data(SimpleNamespace(dims=MNIST_SHAPE, name="MNIST"))
+    assert isinstance(model._quality.extractor, ClassifierFeatures)
+    assert model._quality.extractor.num_features == 16
     model = make_gan(metrics={"feature_ckpt": None})
     with caplog.at_level("INFO"):
         model.configure_for_data(SimpleNamespace(dims=MNIST_SHAPE, name="MNIST"))
@@ -357,7 +373,7 @@ def test_fast_dev_run_with_metrics(compose_train, tmp_path: Path, data: str) -> 
     assert (tmp_path / "samples" / "epoch_000.png").is_file()
 
 
-@pytest.mark.parametrize("experiment", experiment_options("gan"))
+@pytest.mark.parametrize("experiment", experiment_options("gan") + experiment_options("cgan"))
 def test_fast_dev_run_of_every_gan_experiment(compose_train, experiment: str) -> None:
     cfg = compose_train(f"experiment={experiment}", "logger=none", "trainer.fast_dev_run=true")
     assert cfg.test is False and cfg.optimized_metric == "val/fid_best"
@@ -483,6 +499,7 @@ def test_train_py_trains_the_gan_on_two_cpu_processes(mnist_dir: Path, tmp_path:
         "data.batch_size=8", "data.eval_batch_size=8", "data.val_size=16", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=csv",
         "extras.print_config=false", "model.generator.width=8", "model.discriminator.width=8",
+        "model.metrics.feature=none",  # a subprocess: the test's offline Inception does not reach it
     )  # fmt: skip
     output = result.stderr + result.stdout
     assert result.returncode == 0, output[-3000:]

@@ -42,6 +42,8 @@ TRUSTED_PREFIXES = (
 _user_prefixes: list[str] = []
 #: hyperparameters every RobustClassifier checkpoint has (and GAN / AdvGAN ones do not)
 CLASSIFIER_HPARAMS = ("net", "method")
+#: hyperparameters every GAN checkpoint has (model=gan and model=cgan)
+GAN_HPARAMS = ("generator", "discriminator", "latent_dim", "image_shape")
 
 Module = TypeVar("Module", bound=LightningModule)
 

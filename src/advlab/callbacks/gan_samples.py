@@ -13,7 +13,8 @@ from torchvision.utils import make_grid, save_image
 class GANSampleGrid(Callback):
     """Every `every_n_epochs`, draw `pl_module.fixed_noise` through `pl_module.generate` (rank 0).
 
-    The same noise every epoch shows how training moves the samples. The grid is saved as
+    The same noise every epoch shows how training moves the samples. A conditional GAN draws
+    `pl_module.fixed_labels` (every class in turn), one class per column. The grid is saved as
     `<dirpath>/epoch_XXX.png` and logged to every WandbLogger under `samples`.
 
     Args:
@@ -30,8 +31,10 @@ class GANSampleGrid(Callback):
         epoch = trainer.current_epoch
         if not trainer.is_global_zero or (epoch + 1) % self.every_n_epochs:
             return
-        images = pl_module.generate(pl_module.fixed_noise).cpu()
-        grid = make_grid(images, nrow=max(1, int(len(images) ** 0.5)), padding=2, pad_value=1.0)
+        labels = getattr(pl_module, "fixed_labels", None)
+        images = pl_module.generate(pl_module.fixed_noise, labels).cpu()
+        columns = pl_module.hparams.num_classes if labels is not None else int(len(images) ** 0.5)
+        grid = make_grid(images, nrow=max(1, columns), padding=2, pad_value=1.0)
         if self.dirpath is not None:
             self.dirpath.mkdir(parents=True, exist_ok=True)
             save_image(grid, self.dirpath / f"epoch_{epoch:03d}.png")

@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, random_split
 
 from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
 from advlab.data.file_checks import file_problem
+from advlab.data.generated import GeneratedData
 from advlab.data.in_memory import BatchedTensorDataset, keep_batch
 from advlab.data.sampler import ResumableShuffleSampler
 from advlab.errors import ConfigError, DatasetFilesCorruptError, DatasetFilesMissingError
@@ -42,6 +44,9 @@ class VisionDataModule(LightningDataModule):
         mean, std: per-channel statistics of the images, declared for the networks (they
             normalize inside, with `${data.mean}`); checked to have one value per channel.
         threat_model: `{norm, eps}` of the attacks on this data (`advlab.threat_model`).
+        generated: `{ckpt, fraction, labeler_ckpt, min_confidence}`: with a GAN checkpoint,
+            `fraction` of every training batch is drawn from it (`advlab.data.generated`), the
+            rest are real images; `batch_size` stays the size of the whole batch.
     """
 
     #: subclasses set these
@@ -67,6 +72,7 @@ class VisionDataModule(LightningDataModule):
         threat_model: dict[str, Any] | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        generated: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -96,6 +102,14 @@ class VisionDataModule(LightningDataModule):
         # plain values in the hyperparameters: checkpoints load with weights_only=True
         image_shape = None if image_shape is None else [int(v) for v in image_shape]
         threat_model = None if threat_model is None else dict(vars(self.threat_model))
+        if isinstance(generated, DictConfig):
+            generated = OmegaConf.to_container(generated, resolve=True)
+        #: draws the generated share of training batches (None: real images only)
+        self.generated = None
+        if generated and (generated.get("ckpt") or generated.get("fraction")):
+            self.generated = GeneratedData(
+                **generated, image_shape=self.dims, num_classes=self.num_classes
+            )
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir).expanduser()
         self.data_train: Dataset | None = None
@@ -247,8 +261,11 @@ class VisionDataModule(LightningDataModule):
         sampler = ResumableShuffleSampler(
             self.data_train, num_replicas=world, rank=rank, seed=torch.initial_seed() % 2**31
         )
-        sampler.skip_next(self._batches_done_in_resumed_epoch() * self.batch_size_per_device)
-        return self._loader(self.data_train, self.batch_size_per_device, sampler)
+        real = self.batch_size_per_device
+        if self.generated is not None:  # the same seed as the shuffle, its own stream per rank
+            real = self.generated.start(torch.initial_seed() % 2**31, rank, real)
+        sampler.skip_next(self._batches_done_in_resumed_epoch() * real)
+        return self._loader(self.data_train, real, sampler)
 
     def _batches_done_in_resumed_epoch(self) -> int:
         """Training batches the restored checkpoint had finished in its unfinished epoch."""
@@ -275,5 +292,15 @@ class VisionDataModule(LightningDataModule):
         images, labels = batch
         images = to_unit_float(images)
         if self.trainer is not None and self.trainer.training:
+            if self.generated is not None:
+                images, labels = self.generated.mix(images, labels)
             images = self.augment(images)
         return images, labels
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream of generated samples is: a resumed run continues it."""
+        return self.generated.state_dict() if self.generated is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.generated is not None:
+            self.generated.load_state_dict(state_dict)

@@ -1,16 +1,20 @@
-"""Pure pieces of a GAN training step: the losses, the generator EMA, the divergence guard.
+"""Pure pieces of a GAN training step: the losses, the generator EMA, the divergence guard,
+the two optimizers and their schedulers.
 
 `TwoPlayerModule` (two_player.py) wires them into Lightning; nothing here knows a module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import hydra
 import torch
 import torch.nn.functional as F
 
 from advlab.errors import AdvlabError
+from advlab.models.schedules import build_scheduler
 
 GAN_LOSSES = ("bce", "hinge")
 
@@ -59,3 +63,26 @@ def refuse_non_finite_weights(checkpoint: dict[str, Any], epoch: int) -> None:
                 f"weights {key} are not finite at epoch {epoch}: checkpoint not saved, the "
                 f"previous one is kept. Lower the learning rates"
             )
+
+
+def build_optimizers(
+    hparams: Mapping[str, Any],
+    generator_params: Iterable[torch.nn.Parameter],
+    discriminator_params: Iterable[torch.nn.Parameter],
+    stepping_batches: int,
+) -> Any:
+    """[G's optimizer, D's optimizer] from `optimizer_g`/`optimizer_d`, plus a scheduler each
+    when `hparams["scheduler"]` is set. A scheduler that takes `total_iters` (PolynomialLR:
+    linear decay to 0) gets each optimizer's number of steps in a run of `stepping_batches`."""
+    optimizers = [
+        hydra.utils.instantiate(hparams["optimizer_g"])(params=generator_params),
+        hydra.utils.instantiate(hparams["optimizer_d"])(params=discriminator_params),
+    ]
+    if not hparams["scheduler"]:
+        return optimizers
+    steps = (max(1, stepping_batches // hparams["d_steps_per_g_step"]), stepping_batches)
+    schedulers = [
+        build_scheduler(hparams["scheduler"], opt, n)
+        for opt, n in zip(optimizers, steps, strict=True)
+    ]
+    return optimizers, schedulers

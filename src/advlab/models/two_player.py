@@ -26,11 +26,11 @@ from advlab.errors import ConfigError
 from advlab.models.gan_step import (
     GAN_LOSSES,
     TrainingDivergedError,
+    build_optimizers,
     discriminator_loss,
     generator_loss,
     refuse_non_finite_weights,
 )
-from advlab.models.schedules import build_scheduler
 
 ConfigLike = Mapping[str, Any] | DictConfig | None
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -134,6 +134,15 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
         """Arguments G is built with besides `image_shape` (GAN: `latent_dim`)."""
         return {}
 
+    def discriminator_kwargs(self) -> dict[str, Any]:
+        """Arguments D is built with besides `image_shape` (a conditional GAN: `num_classes`)."""
+        return {}
+
+    def conditioning(self, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What G and D get besides their main input for a batch with these labels: nothing,
+        unless the networks are class-conditional."""
+        return ()
+
     def generator_probe(self, n: int) -> torch.Tensor:
         """`n` inputs of G to check that it makes images of the data's shape."""
         raise NotImplementedError
@@ -146,7 +155,8 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
         self, batch: Batch, fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss on `fake`, plus detached statistics to log: here the GAN loss alone."""
-        return generator_loss(self.hparams.loss, self.discriminator(fake)), {}
+        logits = self.discriminator(fake, *self.conditioning(batch[1]))
+        return generator_loss(self.hparams.loss, logits), {}
 
     def on_generator_step(self) -> None:
         """Called after every generator update (GAN: updates its EMA)."""
@@ -164,10 +174,13 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
             generator = hydra.utils.instantiate(
                 self.hparams.generator, image_shape=shape, **self.generator_kwargs()
             )
-            discriminator = hydra.utils.instantiate(self.hparams.discriminator, image_shape=shape)
+            discriminator = hydra.utils.instantiate(
+                self.hparams.discriminator, image_shape=shape, **self.discriminator_kwargs()
+            )
+            condition = self.conditioning(torch.zeros(2, dtype=torch.long))
             with torch.no_grad():
-                images = generator.eval()(self.generator_probe(2))
-                logits = discriminator.eval()(images)
+                images = generator.eval()(self.generator_probe(2), *condition)
+                logits = discriminator.eval()(images, *condition)
         except Exception as err:  # Hydra wraps constructor errors; the first line says enough
             reason = " ".join(str(err).split())[:240]
             raise ConfigError(
@@ -224,8 +237,10 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
         real = batch[0] * 2 - 1
         with torch.no_grad():
             fake = self.fake_images(batch)
-        # one forward for both halves: one spectral-norm power iteration per update, and faster
-        logits = self.discriminator(torch.cat([real, fake]))
+        # one forward for both halves: one spectral-norm power iteration per update, and faster;
+        # a conditional GAN's fakes are drawn for the batch's labels (`fake_images`)
+        labels = torch.cat([batch[1], batch[1]])
+        logits = self.discriminator(torch.cat([real, fake]), *self.conditioning(labels))
         real_logits, fake_logits = logits.split([len(real), len(fake)])
         stats = {"d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
         return discriminator_loss(self.hparams.loss, real_logits, fake_logits), stats
@@ -274,18 +289,7 @@ class TwoPlayerModule(SafeCheckpointLoading, LightningModule):
     def configure_optimizers(self) -> Any:
         """[G's optimizer, D's optimizer], plus their LR schedulers when `scheduler` is set
         (stepped in `training_step`: manual optimization)."""
-        make_g = hydra.utils.instantiate(self.hparams.optimizer_g)
-        make_d = hydra.utils.instantiate(self.hparams.optimizer_d)
-        optimizers = [
-            make_g(params=self.generator.parameters()),
-            make_d(params=self.discriminator.parameters()),
-        ]
-        if not self.hparams.scheduler:
-            return optimizers
-        batches = int(self.trainer.estimated_stepping_batches)
-        steps = (max(1, batches // self.hparams.d_steps_per_g_step), batches)
-        schedulers = [
-            build_scheduler(self.hparams.scheduler, opt, n)
-            for opt, n in zip(optimizers, steps, strict=True)
-        ]
-        return optimizers, schedulers
+        batches = int(self.trainer.estimated_stepping_batches) if self.hparams.scheduler else 0
+        return build_optimizers(
+            self.hparams, self.generator.parameters(), self.discriminator.parameters(), batches
+        )

@@ -12,9 +12,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from advlab.errors import ConfigError
-from advlab.quality.features import load_classifier_features
+from advlab.quality.features import ClassifierFeatures
 
-FEATURES = ("classifier", "inception")
+FEATURES = ("auto", "classifier", "inception", "none")
 
 
 class _Precomputed(nn.Module):
@@ -115,33 +115,59 @@ class QualityMetrics:
             self.num_real = 0
 
 
+def inception_or_reason() -> tuple[nn.Module | None, str]:
+    """(Inception features, "") when torch-fidelity and its weights are available, else
+    (None, why not): a missing package, no network for the first download, a bad file."""
+    try:
+        return InceptionFeatures(), ""
+    except Exception as err:  # all of them mean "Inception is not available here"
+        return None, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
+
+
 def build_quality_metrics(
     image_shape: Sequence[int],
-    feature: str = "classifier",
-    feature_ckpt: str | None = None,
+    feature: str = "auto",
+    classifier: nn.Module | None = None,
     kid_subsets: int = 20,
     kid_subset_size: int = 1000,
-) -> QualityMetrics | None:
-    """QualityMetrics in the chosen feature space, or None when no extractor is configured.
+) -> tuple[QualityMetrics | None, str]:
+    """(QualityMetrics or None when skipped, one line saying which feature space is used).
 
-    `classifier`: the penultimate layer of the `model=robust` checkpoint `feature_ckpt` (offline).
-    `inception`: the standard Inception-v3 FID; needs torch-fidelity and downloads its weights.
+    `classifier`: the penultimate layer of `classifier` (a `model=robust` network: offline, and
+    what matters for digits). `inception`: the standard Inception-v3 FID (torch-fidelity; its
+    weights download on first use). `auto`: the classifier when one is given, else Inception
+    when it can be loaded, else the metrics are skipped. `none`: skipped (e.g. where Inception
+    would be too slow, on a CPU).
     """
     if feature not in FEATURES:
         raise ConfigError(f"model.metrics.feature={feature!r} is not one of {', '.join(FEATURES)}")
-    if feature == "classifier":
-        if not feature_ckpt:
-            return None
-        extractor: nn.Module = load_classifier_features(feature_ckpt, image_shape)
+    if feature == "none":
+        return None, "FID/KID off (model.metrics.feature=none)"
+    offline_fix = (
+        "model.metrics.feature_ckpt=<a model=robust checkpoint of the same data, e.g. "
+        "experiment=mnist_clean's last.ckpt>"
+    )
+    if feature == "classifier" and classifier is None:
+        raise ConfigError(f"model.metrics.feature=classifier needs {offline_fix}")
+    if classifier is not None and feature != "inception":
+        extractor: nn.Module = ClassifierFeatures(classifier, image_shape)
+        line = (
+            f"FID/KID in the feature space of the classifier model.metrics.feature_ckpt "
+            f"({type(classifier).__name__}, {extractor.num_features} features)"
+        )
     else:
-        try:
-            extractor = InceptionFeatures()
-        except Exception as err:  # missing package, no network, bad download: same fix
-            reason = " ".join(str(err).split())[:200]
+        inception, reason = inception_or_reason()
+        if inception is None and feature == "inception":
             raise ConfigError(
                 f"model.metrics.feature=inception needs the torch-fidelity package and its "
-                f"Inception-v3 weights (downloaded on first use): {type(err).__name__}: {reason}. "
-                f"Offline, use model.metrics.feature=classifier with model.metrics.feature_ckpt="
-                f"<a model=robust checkpoint>"
-            ) from err
-    return QualityMetrics(extractor, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+                f"Inception-v3 weights (downloaded on first use): {reason}. Offline, use "
+                f"{offline_fix}"
+            )
+        if inception is None:
+            return None, (
+                f"FID/KID skipped: Inception-v3 is not available ({reason}); offline or for "
+                f"digits, pass {offline_fix}"
+            )
+        extractor, line = inception, "FID/KID in the Inception-v3 feature space (torch-fidelity)"
+    metrics = QualityMetrics(extractor, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+    return metrics, line
