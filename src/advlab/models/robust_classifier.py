@@ -16,8 +16,8 @@ from advlab.attacks.build import validate_attack_config
 from advlab.checkpoints import CLASSIFIER_HPARAMS, SafeCheckpointLoading
 from advlab.errors import ConfigError
 from advlab.methods import build_method
+from advlab.models.networks import ConfigLike, build_net, num_classes_of, plain_config
 from advlab.models.schedules import build_scheduler
-from advlab.nets.build import ConfigLike, build_net, num_classes_of, plain_config
 
 EVAL_STAGES = ("val", "test")
 

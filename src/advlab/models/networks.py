@@ -1,4 +1,4 @@
-"""Networks from configs: what every model does before it trains one."""
+"""Networks from configs (outside `advlab.nets`, which imports nothing else of advlab)."""
 
 from __future__ import annotations
 
