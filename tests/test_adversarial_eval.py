@@ -199,6 +199,7 @@ SAME_MODEL_RUN = (
 )  # fmt: skip
 
 
+@pytest.mark.slow  # two train.py processes each way: ~90 s on 2 cores
 def test_ddp_sim_numbers_equal_single_process_numbers(mnist_dir: Path, tmp_path: Path) -> None:
     runs = {}
     for trainer in ("cpu", "ddp_sim"):
