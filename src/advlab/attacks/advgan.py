@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import torch
 from torch import nn
 
-from advlab.checkpoints import check_targets, lightning_parts, read_checkpoint
+from advlab.checkpoints import lightning_parts, read_checkpoint
 from advlab.errors import ConfigError
+from advlab.generator_loading import rebuild_generator
 from advlab.nets.perturbation import perturb_images
 from advlab.utils import get_logger
 
@@ -27,19 +27,11 @@ def load_generator(path: str | Path | None, where: str) -> tuple[nn.Module, floa
     """
     checkpoint = read_checkpoint(path, where)
     hparams, state = lightning_parts(checkpoint, path, where, ADVGAN_HPARAMS, kind="an AdvGAN")
-    check_targets(hparams["generator"], f"{where}={path}")
-    prefix = "generator."
-    weights = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    try:
-        shape = tuple(int(v) for v in hparams["image_shape"])
-        generator = hydra.utils.instantiate(hparams["generator"], image_shape=shape)
-        generator.load_state_dict(weights)
-    except Exception as err:  # a file that does not hold what it says: the same to the user
-        raise ConfigError(
-            f"{where}={path}: cannot rebuild its generator ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0][:200]})"
-        ) from None
-    return generator.eval().requires_grad_(False), float(hparams["eps"])
+    shape = tuple(int(v) for v in hparams["image_shape"])
+    generator = rebuild_generator(
+        hparams["generator"], state, "generator.", where, path, image_shape=shape
+    )
+    return generator, float(hparams["eps"])
 
 
 class AdvGANAttack:

@@ -12,19 +12,18 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from torch import nn
 
 from advlab.checkpoints import (
     GAN_HPARAMS,
-    check_targets,
     lightning_parts,
     load_classifier_net,
     read_checkpoint,
 )
 from advlab.errors import ConfigError
+from advlab.generator_loading import rebuild_generator
 from advlab.utils import get_logger
 
 log = get_logger(__name__)
@@ -44,25 +43,16 @@ def load_sampler(path: str | Path | None, where: str) -> tuple[nn.Module, int, i
     """
     checkpoint = read_checkpoint(path, where)
     hparams, state = lightning_parts(checkpoint, path, where, GAN_HPARAMS, kind="a GAN")
-    check_targets(hparams["generator"], f"{where}={path}")
     num_classes = hparams.get("num_classes")
     ema = "generator_ema.module."
     prefix = ema if any(key.startswith(ema) for key in state) else "generator."
-    weights = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    try:
-        generator = hydra.utils.instantiate(
-            hparams["generator"],
-            latent_dim=int(hparams["latent_dim"]),
-            image_shape=tuple(int(v) for v in hparams["image_shape"]),
-            **({} if num_classes is None else {"num_classes": int(num_classes)}),
-        )
-        generator.load_state_dict(weights)
-    except Exception as err:  # a file that does not hold what it says: the same to the user
-        raise ConfigError(
-            f"{where}={path}: cannot rebuild its generator ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0][:200]})"
-        ) from None
-    return generator.eval().requires_grad_(False), int(hparams["latent_dim"]), num_classes
+    generator = rebuild_generator(
+        hparams["generator"], state, prefix, where, path,
+        latent_dim=int(hparams["latent_dim"]),
+        image_shape=tuple(int(v) for v in hparams["image_shape"]),
+        **({} if num_classes is None else {"num_classes": int(num_classes)}),
+    )  # fmt: skip
+    return generator, int(hparams["latent_dim"]), num_classes
 
 
 def seed_of(*keys: int) -> int:
