@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from advlab.errors import ConfigError
 from advlab.methods import MART, TRADES, Consistency, Gaussian, build_method
@@ -156,6 +157,24 @@ def test_mart_spends_its_kl_term_on_images_the_clean_prediction_gets_wrong() -> 
     kl_weight_wrong = mart_loss(wrong, shifted, y, 6.0) - mart_loss(wrong, shifted, y, 0.0)
     assert kl_weight_right.item() < 1e-4
     assert kl_weight_wrong.item() > 10
+
+
+def test_mart_gradient_stays_bounded_under_cpu_bf16_autocast() -> None:
+    """A runner-up probability of 0.999 rounds to 1 in bfloat16; the loss must not see it so
+    (this made MART diverge at epoch 7-10 of mnist_pgd_at under trainer.precision=bf16-mixed)."""
+    torch.manual_seed(0)
+    head = nn.Linear(4, 3)
+    features = torch.randn(2, 4)
+    y = torch.tensor([0, 1])
+    with torch.no_grad():  # the attacked image: class 2 at ~0.999, the true class far below
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 0.0, 8.0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(features)
+        loss = mart_loss(logits, logits, y, 6.0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert head.bias.grad.abs().max().item() < 1e4  # 3e8 when the loss ran in bfloat16
 
 
 def test_mart_trains_on_its_attacks_examples() -> None:

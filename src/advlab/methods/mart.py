@@ -47,7 +47,12 @@ class MART(TrainingMethod):
 def mart_loss(
     logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float
 ) -> torch.Tensor:
-    """The MART objective for a batch (the small constants are the authors')."""
+    """The MART objective for a batch (the small constants are the authors').
+
+    Computed in float32: CPU autocast keeps softmax in bfloat16, where 1.0001 rounds to 1, so a
+    runner-up probability that rounds to 1 made the margin term log(1e-12) and its gradient ~1e12.
+    """
+    logits_clean, logits_adv = logits_clean.float(), logits_adv.float()
     probs_adv = F.softmax(logits_adv, dim=1)
     runner_up = probs_adv.masked_fill(F.one_hot(y, probs_adv.shape[1]).bool(), -1).argmax(dim=1)
     boosted_ce = F.cross_entropy(logits_adv, y) + F.nll_loss(
