@@ -203,7 +203,7 @@ def test_a_generated_data_run_is_deterministic_under_a_seed(
         checkpoint = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["global_step"] == 3
         # the stream position travels with the checkpoint (exact resume)
-        assert checkpoint["MNISTDataModule"] == {"generated_batches": 3}
+        assert checkpoint["MNISTDataModule"]["generated_batches"] == 3
         return checkpoint["state_dict"]
 
     first, again, other = weights("a"), weights("b"), weights("c", "seed=7")

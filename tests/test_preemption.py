@@ -103,6 +103,22 @@ def test_classifier_resumes_exactly(compose_train, tmp_path: Path, stop: str, ba
     assert any(name.startswith("optimizer/") for name in state)
 
 
+ONE_CYCLE = (
+    "model.scheduler={_target_:torch.optim.lr_scheduler.OneCycleLR,_partial_:true,max_lr:0.005}"
+)
+
+
+@pytest.mark.parametrize("batch", [3, STEPS_PER_EPOCH])
+def test_resume_is_exact_when_the_schedule_asks_for_the_loader_early(
+    compose_train, tmp_path: Path, batch: int
+) -> None:
+    """OneCycleLR's total (estimated_stepping_batches) makes Lightning build the training loader,
+    and draw its first batch, before it restores the loops: the loader's position must come from
+    the checkpoint itself, or the resumed epoch restarts its shuffle (mid-epoch) or replays the
+    first epoch's order (at an epoch's end), as mnist_pgd_at did."""
+    assert_resume_is_exact(compose_train, tmp_path, "SIGINT", batch, ONE_CYCLE)
+
+
 @pytest.mark.slow  # each of these trains 3 times: ~20 s of CPU
 def test_weight_averaging_resumes_exactly(compose_train, tmp_path: Path) -> None:
     ema = "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
+from lightning.pytorch import Trainer
 from torch.utils.data import DistributedSampler
 
 
@@ -31,3 +33,22 @@ class ResumableShuffleSampler(DistributedSampler):
         indices = list(super().__iter__())
         skip, self._skip = self._skip, 0
         return iter(indices[skip:])
+
+
+def stream_position(trainer: Trainer) -> dict[str, int]:
+    """The epoch the next training batch belongs to, and how many of its batches were trained on.
+
+    Saved with the DataModule's state: Lightning restores that before it asks for the training
+    loader, even when configure_optimizers asks early (OneCycleLR's `estimated_stepping_batches`
+    makes the loader, and draws its first batch, before the loops are restored).
+    """
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    if done >= trainer.num_training_batches:  # saved at an epoch's end: the next starts clean
+        return {"epoch": trainer.current_epoch + 1, "batches_done": 0}
+    return {"epoch": trainer.current_epoch, "batches_done": done}
+
+
+def resume_at(sampler: ResumableShuffleSampler, position: dict[str, Any], batch_size: int) -> None:
+    """Start `sampler`'s next pass where a checkpoint's `stream_position` left the stream."""
+    sampler.set_epoch(int(position.get("epoch", 0)))
+    sampler.skip_next(int(position.get("batches_done", 0)) * batch_size)

@@ -14,7 +14,7 @@ from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_flo
 from advlab.data.file_checks import file_problem
 from advlab.data.generated import GeneratedData
 from advlab.data.in_memory import BatchedTensorDataset, keep_batch
-from advlab.data.sampler import ResumableShuffleSampler
+from advlab.data.sampler import ResumableShuffleSampler, resume_at, stream_position
 from advlab.errors import ConfigError, DatasetFilesCorruptError, DatasetFilesMissingError
 from advlab.threat_model import ThreatModel
 
@@ -117,6 +117,7 @@ class VisionDataModule(LightningDataModule):
         self.data_test: Dataset | None = None
         self.batch_size_per_device = batch_size
         self.eval_batch_size_per_device = eval_batch_size or batch_size
+        self._resume_position: dict[str, Any] = {}  # from a checkpoint (load_state_dict)
 
     # ---- files ------------------------------------------------------------------------------
     def required_files(self) -> list[Path]:
@@ -264,15 +265,9 @@ class VisionDataModule(LightningDataModule):
         real = self.batch_size_per_device
         if self.generated is not None:  # the same seed as the shuffle, its own stream per rank
             real = self.generated.start(torch.initial_seed() % 2**31, rank, real)
-        sampler.skip_next(self._batches_done_in_resumed_epoch() * real)
+        resume_at(sampler, self._resume_position, real)
+        self._resume_position = {}  # the first pass only
         return self._loader(self.data_train, real, sampler)
-
-    def _batches_done_in_resumed_epoch(self) -> int:
-        """Training batches the restored checkpoint had finished in its unfinished epoch."""
-        if self.trainer is None or not self.trainer.fit_loop.restarting:
-            return 0
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return progress.completed if progress.completed < self.trainer.num_training_batches else 0
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.data_val, self.eval_batch_size_per_device)
@@ -298,9 +293,11 @@ class VisionDataModule(LightningDataModule):
         return images, labels
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the stream of generated samples is: a resumed run continues it."""
-        return self.generated.state_dict() if self.generated is not None else {}
+        """Where the shuffled and the generated streams are: a resumed run continues both."""
+        state = self.generated.state_dict() if self.generated is not None else {}
+        return state | ({"shuffle": stream_position(self.trainer)} if self.trainer else {})
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_position = dict(state_dict.get("shuffle", {}))
         if self.generated is not None:
             self.generated.load_state_dict(state_dict)
