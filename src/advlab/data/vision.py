@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, random_split
 
 from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
+from advlab.data.declared import check_declarations
 from advlab.data.file_checks import file_problem
 from advlab.data.generated import GeneratedData
 from advlab.data.in_memory import BatchedTensorDataset, keep_batch
@@ -81,20 +82,14 @@ class VisionDataModule(LightningDataModule):
             raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
         if crop_padding < 0:
             raise ConfigError(f"data.crop_padding must be >= 0, got {crop_padding}")
-        if image_shape is not None and tuple(image_shape) != tuple(self.dims):
-            raise ConfigError(
-                f"data.image_shape={list(image_shape)} but {self.name} images are "
-                f"{list(self.dims)} (channels, height, width)"
-            )
-        if num_classes is not None and num_classes != self.num_classes:
-            raise ConfigError(
-                f"data.num_classes={num_classes} but {self.name} has {self.num_classes} classes"
-            )
-        for key, stats in (("mean", mean), ("std", std)):
-            if stats is not None and len(stats) != self.dims[0]:
-                raise ConfigError(
-                    f"data.{key} has {len(stats)} values for {self.dims[0]}-channel images"
-                )
+        check_declarations(
+            self.name,
+            self.dims,
+            self.num_classes,
+            image_shape,
+            num_classes,
+            {"mean": mean, "std": std},
+        )
         mean = None if mean is None else [float(v) for v in mean]
         std = None if std is None else [float(v) for v in std]
         #: None when the config names none (then attacks need their own eps)
