@@ -75,19 +75,13 @@ class RobustClassifier(SafeCheckpointLoading, LightningModule):
             if cfg is not None:
                 validate_attack_config(cfg, where=f"model.{stage}_attack")
         self.method = build_method(method)
+        # sub-configs as plain dicts: checkpoints load with weights_only=True
+        configs = {"net": net, "method": method, "optimizer": optimizer, "scheduler": scheduler}
+        configs |= {"val_attack": val_attack, "test_attack": test_attack}
         self.save_hyperparameters(
-            {
-                "net": plain_config(net),
-                "method": plain_config(method),
-                "optimizer": plain_config(optimizer),
-                "val_attack": plain_config(val_attack),
-                "test_attack": plain_config(test_attack),
-                "scheduler": plain_config(scheduler),
-                "scheduler_interval": scheduler_interval,
-                "val_robust_batches": val_robust_batches,
-                "channels_last": channels_last,
-                "compile": compile,
-            }
+            {name: plain_config(cfg) for name, cfg in configs.items()}
+            | {"scheduler_interval": scheduler_interval, "val_robust_batches": val_robust_batches}
+            | {"channels_last": channels_last, "compile": compile}
         )
         self.net: nn.Module = build_net(self.hparams.net)
         self.automatic_optimization = not self.method.manual_optimization
