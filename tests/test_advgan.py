@@ -520,3 +520,19 @@ def test_advgan_vs_pgd_script_scores_both_on_every_classifier(
     assert script.attack_config(default_pgd, "cifar10")["eps"] == pytest.approx(8 / 255)
     with pytest.raises(SystemExit, match="is not NAME=PATH"):
         script.main(["--advgan", str(advgan_ckpt), "--classifier", "no-name"])
+
+
+def test_perturbation_stays_within_eps_under_bf16_autocast() -> None:
+    """trainer.precision=bf16-mixed on a CPU: a saturated tanh must still give at most eps
+    (in bfloat16, 0.3 * 1.0 is 0.30078)."""
+    from advlab.nets.perturbation import perturb_images
+
+    saturated = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        saturated.weight.fill_(0.0)
+        saturated.bias.fill_(50.0)  # tanh(50) = 1
+    x = torch.full((2, 1, 28, 28), 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x_adv = perturb_images(saturated, x, 0.3)
+    assert (x_adv - x).abs().max().item() == pytest.approx(0.3, abs=1e-7)
+    check_within_budget(x, x_adv, 0.3, "Linf")

@@ -17,8 +17,9 @@ def perturb_images(generator: nn.Module, x: torch.Tensor, eps: float) -> torch.T
     Within eps of x in Linf and a valid image by construction, whatever `generator` outputs.
     The one place this formula lives: the AdvGAN LightningModule trains through it and
     `advlab.attacks.advgan.AdvGANAttack` attacks with it, so both give the same images.
+    The bound is applied in float32: under bf16 autocast, eps * tanh(.) rounds 0.3 up to 0.3008.
     """
-    return (x + eps * torch.tanh(generator(x * 2 - 1))).clamp(0, 1)
+    return (x + eps * torch.tanh(generator(x * 2 - 1).float())).clamp(0, 1)
 
 
 def _conv_block(conv: nn.Module, channels: int) -> list[nn.Module]:
