@@ -185,3 +185,22 @@ def test_tolerances_are_what_the_settings_say() -> None:
     assert large_eps_reaches_chance("pgd", 1.0, 0.151, 10, 0.05).status == FAIL
     assert more_steps_do_not_help("pgd", 0.3, 10, 0.5, 50, 0.52, 0.01).status == FAIL
     assert "not converged" in more_steps_do_not_help("pgd", 0.3, 10, 0.5, 50, 0.4, 0.01).detail
+
+
+def test_autoattack_repeating_a_warning_per_stage_gives_one_failed_check() -> None:
+    from advlab.evaluation.robustness import _flags
+    from advlab.evaluation.sanity import FAIL
+
+    zero = "there are {} points with zero gradient! This might lead to unreliable evaluation."
+    warnings = {
+        zero.format(93): ["headline@0.3"],
+        zero.format(84): ["headline@0.3", "apgd@0.3"],
+        "it seems to be a randomized defense!": ["headline@0.3"],
+    }
+    checks = _flags(warnings)
+    assert [check.name for check in checks] == [
+        "AutoAttack: " + zero.format("84-93"),
+        "AutoAttack: it seems to be a randomized defense!",
+    ]
+    assert checks[0].detail == "raised by headline@0.3, apgd@0.3"
+    assert {check.status for check in checks} == {FAIL}

@@ -6,6 +6,7 @@ so tests can call it on toy models built to fail each check.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -152,16 +153,28 @@ def _with_eot_headline(
 
 
 def _flags(warnings: dict[str, list[str]]) -> list[CheckResult]:
-    """Every warning AutoAttack logged becomes a failed check, with the runs that raised it."""
-    return [
-        CheckResult(
-            f"AutoAttack: {message}",
-            FAIL,
-            f"raised by {', '.join(where)}",
-            {"message": message, "runs": where},
+    """Every kind of warning AutoAttack logged becomes one failed check, with the runs that
+    raised it. AutoAttack repeats a warning per stage with a new count ("there are 93 points
+    with zero gradient", then 89, ...): those are one kind, shown once with the counts' range."""
+    kinds: dict[str, list[str]] = {}
+    for message in warnings:
+        kinds.setdefault(re.sub(r"\d+", "#", message), []).append(message)
+    checks = []
+    for pattern, messages in kinds.items():
+        shown = messages[0]
+        if len(messages) > 1 and pattern.count("#") == 1:
+            counts = sorted(int(re.search(r"\d+", message)[0]) for message in messages)
+            shown = pattern.replace("#", f"{counts[0]}-{counts[-1]}")
+        runs = list(dict.fromkeys(run for message in messages for run in warnings[message]))
+        checks.append(
+            CheckResult(
+                f"AutoAttack: {shown}",
+                FAIL,
+                f"raised by {', '.join(runs)}",
+                {"messages": messages, "runs": runs},
+            )
         )
-        for message, where in warnings.items()
-    ]
+    return checks
 
 
 def _checks(
