@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from advlab.callbacks.adversarial_media import adversarial_strips
+from advlab.callbacks.validation_share import ValidationShareCallback
 from advlab.errors import ConfigError
 from advlab.evaluation.measure import AttackOutcome, AttackStats
 from advlab.evaluation.runner import Batch, predict, run_attack
@@ -23,7 +24,7 @@ log = get_logger(__name__)
 LOGGED = ("robust_acc", "success_rate", "linf_mean", "linf_max", "l2_mean", "l2_max", "seconds")
 
 
-class AdversarialEvalCallback(Callback):
+class AdversarialEvalCallback(ValidationShareCallback):
     """Robust accuracy per attack and epsilon on the first `num_samples` validation images.
 
     The images are taken from the validation batches as they pass, so no extra data loading
@@ -68,7 +69,7 @@ class AdversarialEvalCallback(Callback):
         prefix: str = "adv",
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(num_samples)
         where = "callbacks.adversarial_eval"
         for name, value in (("every_n_epochs", every_n_epochs), ("num_samples", num_samples),
                             ("batch_size", batch_size)):  # fmt: skip
@@ -78,16 +79,12 @@ class AdversarialEvalCallback(Callback):
             raise ConfigError(f"{where}.save_batches=true needs {where}.save_dir")
         self.entries: list[SuiteEntry] = parse_suite(suite, where=f"{where}.suite")
         self.every_n_epochs = every_n_epochs
-        self.num_samples = num_samples
         self.batch_size = batch_size
         self.num_images = num_images
         self.save_batches = save_batches
         self.save_dir = Path(save_dir) if save_dir else None
         self.prefix = prefix
         self.seed = seed
-        self._images: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._quota = 0
         self._epoch_start: float | None = None
 
     # ---- which images ---------------------------------------------------------------------------
@@ -99,33 +96,11 @@ class AdversarialEvalCallback(Callback):
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_start = time.perf_counter()
 
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._images, self._labels = [], []
-        # rank r sees validation items r, r + W, r + 2W, ...: those below num_samples are its share
-        self._quota = len(range(trainer.global_rank, self.num_samples, trainer.world_size))
-
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        kept = sum(len(y) for y in self._labels)
-        if dataloader_idx != 0 or kept >= self._quota or not self._due(trainer):
-            return
-        x, y = batch[0], batch[1]
-        self._images.append(x[: self._quota - kept].detach())
-        self._labels.append(y[: self._quota - kept].detach())
-
     def _batches(self) -> list[Batch]:
-        if not self._labels:
+        kept = self.kept()
+        if kept is None:
             return []
-        with torch.inference_mode(False):  # plain tensors, whatever mode validation ran in
-            x = torch.cat([t.clone() for t in self._images])
-            y = torch.cat([t.clone() for t in self._labels])
+        x, y = kept
         return list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))
 
     # ---- attacking --------------------------------------------------------------------------------

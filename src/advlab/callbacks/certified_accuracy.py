@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 
+from advlab.callbacks.validation_share import ValidationShareCallback
 from advlab.defences.smoothing import ABSTAIN, SmoothedClassifier, check_smoothing
 from advlab.errors import ConfigError
 from advlab.utils import get_logger
@@ -17,7 +17,7 @@ log = get_logger(__name__)
 WHERE = "callbacks.certified_accuracy"
 
 
-class ApproximateCertifiedAccuracy(Callback):
+class ApproximateCertifiedAccuracy(ValidationShareCallback):
     """Every N epochs (and after the last), CERTIFY the first `num_samples` validation images with
     a small `n` and log the share certified correct at each radius, as
     `<prefix>/acc_r<radius>`, plus `<prefix>/abstain_rate`, `<prefix>/acr` (average certified
@@ -55,19 +55,16 @@ class ApproximateCertifiedAccuracy(Callback):
         seed: int = 0,
         prefix: str = "cert_approx",
     ) -> None:
-        super().__init__()
+        super().__init__(num_samples)
         for name, value in (("every_n_epochs", every_n_epochs), ("num_samples", num_samples)):
             if value < 1:
                 raise ConfigError(f"{WHERE}.{name} must be >= 1, got {value}")
         check_smoothing(sigma if sigma is not None else 1.0, n, n0, alpha, batch, WHERE)
         self.sigma = sigma
         self.radii = tuple(sorted(float(r) for r in radii))
-        self.every_n_epochs, self.num_samples = every_n_epochs, num_samples
+        self.every_n_epochs = every_n_epochs
         self.n, self.n0, self.alpha, self.batch, self.seed = n, n0, alpha, batch, seed
         self.prefix = prefix
-        self._images: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._quota = 0
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.sigma is None:
@@ -84,33 +81,14 @@ class ApproximateCertifiedAccuracy(Callback):
         last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
         return not trainer.sanity_checking and (epoch % self.every_n_epochs == 0 or last)
 
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._images, self._labels = [], []
-        self._quota = len(range(trainer.global_rank, self.num_samples, trainer.world_size))
-
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        kept = sum(len(y) for y in self._labels)
-        if dataloader_idx != 0 or kept >= self._quota or not self._due(trainer):
-            return
-        self._images.append(batch[0][: self._quota - kept].detach())
-        self._labels.append(batch[1][: self._quota - kept].detach())
-
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._due(trainer) or not self._labels:
+        kept = self.kept() if self._due(trainer) else None
+        if kept is None:
             return
         start = time.perf_counter()
         assert self.sigma is not None
-        with torch.inference_mode(False):  # plain tensors, whatever mode validation ran in
-            x = torch.cat([t.clone() for t in self._images])
-            y = torch.cat([t.clone() for t in self._labels]).cpu()
+        x, y = kept[0], kept[1].cpu()
+        with torch.inference_mode(False):
             with torch.no_grad():
                 num_classes = int(pl_module(x[:1]).shape[1])
             smoothed = SmoothedClassifier(
