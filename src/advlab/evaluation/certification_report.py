@@ -22,6 +22,7 @@ from advlab.evaluation.certification import (
     CertifySettings,
     certify_batches,
 )
+from advlab.evaluation.report import save_accuracy_plot
 from advlab.utils import get_logger
 
 log = get_logger(__name__)
@@ -75,16 +76,9 @@ def plot_curve(result: CertificationResult, path: Path) -> Path:
         ax.plot([r for r, _ in ordered], [100 * a for _, a in ordered], "o--",
                 label="under EOT-PGD (upper bound)")  # fmt: skip
     ax.axvline(s.radius_cap, linestyle=":", color="grey", label=f"cap {s.radius_cap:.2f}")
-    ax.set_xlabel("L2 radius")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 101)
-    ax.set_title(f"Randomized smoothing, sigma {s.sigma:g}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_accuracy_plot(
+        fig, ax, "L2 radius", f"Randomized smoothing, sigma {s.sigma:g}", path
+    )
 
 
 def write_certificates(result: CertificationResult, path: Path) -> Path:

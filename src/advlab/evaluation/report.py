@@ -95,10 +95,15 @@ def plot_curve(report: RobustnessReport, path: Path, norm: str = "Linf") -> Path
         ax.plot([e for e, _ in ordered], [100 * a for _, a in ordered], marker="o", label=attack)
     ax.axhline(100 * report.clean_acc, linestyle=":", color="grey", label="clean")
     ax.axhline(100 / report.num_classes, linestyle="--", color="lightgrey", label="chance")
-    ax.set_xlabel(f"epsilon ({norm})")
+    return save_accuracy_plot(fig, ax, f"epsilon ({norm})", "Robust accuracy vs epsilon", path)
+
+
+def save_accuracy_plot(fig: Any, ax: Any, xlabel: str, title: str, path: Path) -> Path:
+    """Label an accuracy-in-percent plot the same way in every report, save it, close it."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 101)
-    ax.set_title("Robust accuracy vs epsilon")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
