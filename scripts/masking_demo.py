@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
@@ -29,56 +28,15 @@ sys.path.insert(0, str(REPO / "src"))
 import advlab  # noqa: E402
 from advlab.checkpoints import load_classifier_net  # noqa: E402
 from advlab.data import MNISTDataModule  # noqa: E402
+from advlab.evaluation.masked_models import (  # noqa: E402
+    LogOf,
+    NoisyInput,
+    Probabilities,
+    Quantized,
+    ScaledLogits,
+)
 
 EPS = 0.3
-
-
-class Quantized(nn.Module):
-    def __init__(self, net: nn.Module, levels: int = 4, straight_through: bool = False) -> None:
-        super().__init__()
-        self.net, self.levels, self.straight_through = net, levels, straight_through
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = torch.round(x * (self.levels - 1)) / (self.levels - 1)
-        if self.straight_through:  # BPDA: quantize forward, identity backward
-            q = x + (q - x).detach()
-        return self.net(q)
-
-
-class ScaledLogits(nn.Module):
-    def __init__(self, net: nn.Module, scale: float = 1e4) -> None:
-        super().__init__()
-        self.net, self.scale = net, scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.net(x)
-
-
-class NoisyInput(nn.Module):
-    def __init__(self, net: nn.Module, sigma: float = 0.3) -> None:
-        super().__init__()
-        self.net, self.sigma = net, sigma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x + self.sigma * torch.randn_like(x)).clamp(0, 1))
-
-
-class Probabilities(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.net(x), dim=1)
-
-
-class LogOf(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.net(x).clamp_min(1e-30))
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1) -> float:

@@ -9,6 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.evaluation import SanitySettings, evaluate_robustness, parse_suite
+from advlab.evaluation.masked_models import (
+    NoisyInput,
+    Probabilities,
+    Quantized,
+    ScaledLogits,
+    SelfTraining,
+)
 from advlab.evaluation.suite import make_entry
 
 EPS = 0.3
@@ -27,63 +34,6 @@ AUTOATTACK = {"_target_": "advlab.attacks.autoattack.OfficialAutoAttack", "norm"
               "eps": EPS, "seed": 0, "batch_size": 32, "steps": 5, "n_queries": 100}  # fmt: skip
 FAST = {**AUTOATTACK, "version": "custom", "attacks": ["apgd-ce", "apgd-t"]}
 SETTINGS = SanitySettings(steps_factor=2, tolerance=0.04)  # 32 images: 1 image = 3.1%
-
-
-class Quantized(nn.Module):
-    """4 grey levels in front of the network: zero input gradients almost everywhere."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.round(x * 3) / 3)
-
-
-class ScaledLogits(nn.Module):
-    """Logits x 1e4: the softmax saturates, cross-entropy gradients underflow to zero."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 1e4 * self.net(x)
-
-
-class NoisyInput(nn.Module):
-    """Gaussian noise on the input at test time: a randomized model."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x + 0.3 * torch.randn_like(x))
-
-
-class Probabilities(nn.Module):
-    """Softmax probabilities instead of logits."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.net(x), dim=1)
-
-
-class SelfTraining(nn.Module):
-    """Switches BatchNorm back to training mode in every forward pass: a moving target."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm2d(1)
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.norm.train()
-        return self.net(self.norm(x))
 
 
 @pytest.fixture(scope="module")
