@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
+@pytest.mark.slow  # ~17 s: the script trains two short runs in its own process
 def test_benchmark_writes_both_throughputs_and_their_ratio(mnist_dir: Path, tmp_path: Path):
     out = tmp_path / "bench.json"
     result = subprocess.run(

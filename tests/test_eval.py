@@ -150,6 +150,7 @@ def _eval_py(*overrides: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # ~20 s of a python eval.py process starting up; the in-process tests cover the rest
 def test_eval_py_reports_a_gan_checkpoint_in_one_line(tmp_path: Path) -> None:
     ckpt = _fake_gan_checkpoint(tmp_path / "g.ckpt")
     result = _eval_py(f"hydra.run.dir={tmp_path / 'run'}", "logger=none", f"ckpt_path={ckpt}")
