@@ -160,8 +160,8 @@ def test_mart_spends_its_kl_term_on_images_the_clean_prediction_gets_wrong() -> 
 
 
 def test_mart_gradient_stays_bounded_under_cpu_bf16_autocast() -> None:
-    """A runner-up probability of 0.999 rounds to 1 in bfloat16; the loss must not see it so
-    (this made MART diverge at epoch 7-10 of mnist_pgd_at under trainer.precision=bf16-mixed)."""
+    """A runner-up probability of 0.999 rounds to 1 in bfloat16; the loss must not see it so, or
+    trainer.precision=bf16-mixed diverges."""
     torch.manual_seed(0)
     head = nn.Linear(4, 3)
     features = torch.randn(2, 4)

@@ -115,7 +115,7 @@ def test_resume_is_exact_when_the_schedule_asks_for_the_loader_early(
     """OneCycleLR's total (estimated_stepping_batches) makes Lightning build the training loader,
     and draw its first batch, before it restores the loops: the loader's position must come from
     the checkpoint itself, or the resumed epoch restarts its shuffle (mid-epoch) or replays the
-    first epoch's order (at an epoch's end), as mnist_pgd_at did."""
+    first epoch's order (at an epoch's end)."""
     assert_resume_is_exact(compose_train, tmp_path, "SIGINT", batch, ONE_CYCLE)
 
 
