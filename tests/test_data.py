@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -43,6 +44,22 @@ def test_mnist_reads_idx_files_and_splits(mnist_dir: Path) -> None:
     assert images.dtype == torch.float32
     assert images.min() >= 0.0 and images.max() <= 1.0
     assert labels.dtype == torch.int64 and labels.max() < 10
+
+
+def test_a_val_size_that_takes_most_of_the_training_files_is_warned_about(
+    mnist_dir: Path, caplog
+) -> None:
+    """The default val_size (5,000) is sized for full MNIST: on a 7,000-digit copy it would leave
+    2,000 digits to train on without a word (a bare GAN then draws noise)."""
+    caplog.set_level(logging.WARNING, logger="advlab.data.split")
+    _setup(MNISTDataModule(str(mnist_dir), batch_size=8, val_size=16, download=False))
+    assert "holds out" not in caplog.text
+    dm = _setup(MNISTDataModule(str(mnist_dir), batch_size=8, val_size=60, download=False))
+    assert (len(dm.data_train), len(dm.data_val)) == (36, 60)
+    assert (
+        "data.val_size=60 holds out 62% of the 96 training images, leaving 36 to train on "
+        "(a subset of the files?); data.val_size=10 would hold out 10%" in caplog.text
+    )
 
 
 def test_cifar10_reads_pickle_batches(cifar_dir: Path) -> None:

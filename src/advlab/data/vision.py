@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset
 
 from advlab.data.augment import random_crop, random_horizontal_flip, to_unit_float
 from advlab.data.declared import check_declarations
@@ -16,6 +16,7 @@ from advlab.data.file_checks import file_problem
 from advlab.data.generated import GeneratedData
 from advlab.data.in_memory import BatchedTensorDataset, keep_batch
 from advlab.data.sampler import ResumableShuffleSampler, resume_at, stream_position
+from advlab.data.split import hold_out
 from advlab.errors import ConfigError, DatasetFilesCorruptError, DatasetFilesMissingError
 from advlab.threat_model import ThreatModel
 
@@ -179,15 +180,11 @@ class VisionDataModule(LightningDataModule):
             )
         train_images, train_labels = self._load_split(train=True)
         test_images, test_labels = self._load_split(train=False)
-        if self.hparams.val_size >= len(train_labels):
-            raise ConfigError(
-                f"data.val_size={self.hparams.val_size} leaves no training images "
-                f"({len(train_labels)} in the training files)"
-            )
-        full_train = BatchedTensorDataset(train_images, train_labels)
-        lengths = [len(full_train) - self.hparams.val_size, self.hparams.val_size]
-        split_rng = torch.Generator().manual_seed(self.hparams.split_seed)
-        self.data_train, self.data_val = random_split(full_train, lengths, generator=split_rng)
+        self.data_train, self.data_val = hold_out(
+            BatchedTensorDataset(train_images, train_labels),
+            self.hparams.val_size,
+            self.hparams.split_seed,
+        )
         self.data_test = BatchedTensorDataset(test_images, test_labels)
 
     def file_problem(self, path: Path) -> str | None:
