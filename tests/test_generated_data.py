@@ -228,20 +228,17 @@ def test_generated_data_recipe_takes_mnist_pgd_at_s_steps_and_warm_up(
     """Generated images shrink the real share of a batch, so an epoch over the real digits takes
     more batches: the recipe's epochs must make mnist_pgd_at's steps on any number of digits."""
 
-    def steps(cfg, epochs: float) -> float:
-        real_per_batch = cfg.data.batch_size - round(
-            cfg.data.generated.fraction * cfg.data.batch_size
-        )
-        return epochs * math.ceil(training_digits / real_per_batch)
-
     base = compose_train("experiment=mnist_pgd_at", "logger=none", shrink=False)
     cfg = compose_train("experiment=mnist_pgd_at_gen", "logger=none", shrink=False)
     assert base.data.generated.fraction == 0 and cfg.data.generated.fraction == 0.3
-    for length in ("max_epochs", "eps_warmup_epochs"):
-        node = cfg.trainer if length == "max_epochs" else cfg.model.method
-        base_node = base.trainer if length == "max_epochs" else base.model.method
-        base_steps = base_node[length] * math.ceil(training_digits / base.data.batch_size)
-        assert steps(cfg, node[length]) == pytest.approx(base_steps, rel=0.02), length
+    real_per_batch = cfg.data.batch_size - round(cfg.data.generated.fraction * cfg.data.batch_size)
+    batches = math.ceil(training_digits / real_per_batch)  # per epoch of the real digits
+    base_batches = math.ceil(training_digits / base.data.batch_size)
+    for gen_epochs, base_epochs in [
+        (cfg.trainer.max_epochs, base.trainer.max_epochs),
+        (cfg.model.method.eps_warmup_epochs, base.model.method.eps_warmup_epochs),
+    ]:
+        assert gen_epochs * batches == pytest.approx(base_epochs * base_batches, rel=0.02)
 
 
 @pytest.mark.slow  # two processes each import torch and Lightning: ~40 s on 2 busy cores
@@ -251,7 +248,8 @@ def test_ddp_ranks_draw_different_samples(mnist_dir: Path, tmp_path: Path, gan_f
     result = _run_train_py(
         f"hydra.run.dir={tmp_path / 'run'}", f"data.data_dir={mnist_dir}", "trainer=ddp_sim",
         "experiment=mnist_pgd_at_gen", f"data.generated.ckpt={gan_files['cgan']}",
-        "data.generated.fraction=0.7", "data.batch_size=8", "data.val_size=16", "trainer.max_steps=1", "trainer.limit_val_batches=0",
+        "data.generated.fraction=0.7", "data.batch_size=8", "data.val_size=16",
+        "trainer.max_steps=1", "trainer.limit_val_batches=0",
         "test=false", "logger=csv", "extras.print_config=false", "model.method.attack.steps=1",
         "+callbacks.first_batch._target_=tests.gan_builders.SaveFirstTrainingBatch",
         f"+callbacks.first_batch.dirpath={tmp_path / 'batches'}",
